@@ -1,0 +1,1 @@
+"""The marketplace: the Django project and its single app (see ../shared/docs/ARCHITECTURE.md)."""

@@ -1,0 +1,35 @@
+"""Authentication of provider nodes by their join token (``Authorization: Node <token>``)."""
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+
+from marketplace.api.authentication import check_failure_budget, count_failure
+from marketplace.errors import NotFound
+from marketplace.services.nodes import node_for_token
+
+KEYWORD = b"node"
+
+
+class NodeTokenAuthentication(BaseAuthentication):
+    """Authenticates the node itself: ``request.user`` is its provider, ``request.auth`` the Node."""
+
+    def authenticate(self, request: Any) -> Any:
+        parts = get_authorization_header(request).split()
+        if not parts or parts[0].lower() != KEYWORD:
+            return None
+        check_failure_budget(request)
+        if len(parts) != 2:
+            count_failure(request)
+            raise exceptions.AuthenticationFailed("expected 'Authorization: Node <join token>'")
+        try:
+            node = node_for_token(parts[1].decode("ascii", "replace"))
+        except NotFound:
+            count_failure(request)
+            raise exceptions.AuthenticationFailed("unknown node token") from None
+        return node.provider, node
+
+    def authenticate_header(self, request: Any) -> str:
+        return "Node"

@@ -1,0 +1,270 @@
+"""API shapes. Serializers check types and shape only; every rule lives in the services."""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from marketplace.catalog import GPU_CATALOG
+from marketplace.models import Artifact, Job, JobEvent, JobState, Node, NodeGpu, Offer, Role
+from marketplace.models.fields import UINT256_MAX
+from marketplace.web.format import wei_to_eth
+
+WEI_PATTERN = r"^[0-9]{1,78}$"
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know (a typo must not be silently ignored)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {name: [serializers.ErrorDetail("unknown field", code="unknown_field")] for name in unknown}
+                )
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({"oneOf": [{"type": "string", "pattern": WEI_PATTERN},
+                                {"type": "integer", "minimum": 0}],
+                      "description": "An amount of wei, as an integer or a decimal string (responses: string)."})
+class WeiField(serializers.Field):
+    """Integer wei: accepts a JSON integer or a string of digits, answers a string (JSON numbers
+    lose precision past 2**53 in most clients)."""
+
+    default_error_messages = {
+        "invalid": "expected an integer number of wei (a JSON integer or a string of digits)",
+        "range": "must be between 0 and 2**256-1",
+    }
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, (int, str)):
+            self.fail("invalid")
+        if isinstance(data, str):
+            if not data.isascii() or not data.isdigit() or len(data) > 78:
+                self.fail("invalid")
+            data = int(data)
+        if not 0 <= data <= UINT256_MAX:
+            self.fail("range")
+        return int(data)
+
+    def to_representation(self, value: Decimal | int) -> str:
+        return str(int(value))
+
+
+class GpuModelField(serializers.ChoiceField):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("error_messages", {"invalid_choice": "unknown GPU model {input!r}; see /api/v1/catalog/gpus/"})
+        super().__init__(choices=list(GPU_CATALOG), **kwargs)
+
+
+# --- accounts ----------------------------------------------------------------------------------
+
+class RegisterSerializer(StrictSerializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=128, trim_whitespace=False, write_only=True)
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class CredentialsSerializer(StrictSerializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=128, trim_whitespace=False, write_only=True)
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    username = serializers.CharField()
+    role = serializers.CharField()
+
+
+class MeSerializer(StrictSerializer):
+    username = serializers.CharField(read_only=True)
+    role = serializers.CharField(read_only=True)
+    payout_address = serializers.CharField(max_length=42, allow_blank=False)
+
+
+# --- catalog and kinds -------------------------------------------------------------------------
+
+class GpuCatalogSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    vendor = serializers.CharField()
+    vram_gb = serializers.IntegerField()
+
+
+class JobKindSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    available = serializers.BooleanField()
+    spec_schema = serializers.JSONField()
+
+
+# --- nodes -------------------------------------------------------------------------------------
+
+class GpuDeclarationSerializer(StrictSerializer):
+    model = GpuModelField()
+    count = serializers.IntegerField(min_value=1, max_value=64)
+    vram_gb = serializers.IntegerField(min_value=1, max_value=1024, required=False)
+
+
+class NodeGpuSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = NodeGpu
+        fields = ["model", "vram_gb", "count", "verified"]
+
+
+class NodeSerializer(serializers.ModelSerializer):
+    gpus = NodeGpuSerializer(many=True, read_only=True)
+    status = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Node
+        fields = ["id", "name", "region", "cpu_cores", "ram_gb", "gpus", "status", "last_heartbeat_at",
+                  "created_at"]
+
+    def get_status(self, node: Node) -> str:
+        return node.status(self.context.get("now") or timezone.now())
+
+
+def node_name_field(**kwargs: Any) -> serializers.RegexField:
+    return serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", max_length=64,
+                                  error_messages={"invalid": "letters, digits, '.', '_' and '-' only"}, **kwargs)
+
+
+def region_field(**kwargs: Any) -> serializers.RegexField:
+    return serializers.RegexField(r"^[a-z0-9][a-z0-9-]{0,31}$", max_length=32,
+                                  error_messages={"invalid": "lower-case letters, digits and '-' only"}, **kwargs)
+
+
+class NodeCreateSerializer(StrictSerializer):
+    name = node_name_field()
+    region = region_field()
+    cpu_cores = serializers.IntegerField(min_value=1, max_value=4096)
+    ram_gb = serializers.IntegerField(min_value=1, max_value=65536)
+    gpus = GpuDeclarationSerializer(many=True, allow_empty=False, max_length=16)
+
+
+class NodeCreatedSerializer(NodeSerializer):
+    join_token = serializers.CharField(help_text="Shown once; only its hash is stored.")
+
+    class Meta(NodeSerializer.Meta):
+        fields = [*NodeSerializer.Meta.fields, "join_token"]
+
+
+class NodeUpdateSerializer(StrictSerializer):
+    name = node_name_field(required=False)
+    region = region_field(required=False)
+
+
+class HeartbeatSerializer(StrictSerializer):
+    draining = serializers.BooleanField(default=False)
+
+
+class NodeJobSerializer(serializers.ModelSerializer):
+    """What a provider may see of a job its node ran: not the developer's spec or result."""
+
+    class Meta:
+        model = Job
+        fields = ["id", "kind", "state", "gpus", "created_at", "finished_at"]
+
+
+# --- offers ------------------------------------------------------------------------------------
+
+class OfferSerializer(serializers.ModelSerializer):
+    price_per_gpu_hour_wei = WeiField()
+    price_per_gpu_hour_eth = serializers.SerializerMethodField()
+    free_gpus = serializers.IntegerField(read_only=True)
+    node_status = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Offer
+        fields = ["id", "node", "gpu_model", "vram_gb", "region", "gpu_count", "free_gpus",
+                  "price_per_gpu_hour_wei", "price_per_gpu_hour_eth", "min_duration_s", "max_duration_s",
+                  "status", "node_status", "score", "created_at"]
+
+    def get_price_per_gpu_hour_eth(self, offer: Offer) -> str:
+        return wei_to_eth(offer.price_per_gpu_hour_wei)
+
+    def get_node_status(self, offer: Offer) -> str:
+        return offer.node.status(self.context.get("now") or timezone.now())
+
+
+class OfferCreateSerializer(StrictSerializer):
+    node = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+    gpu_model = GpuModelField()
+    gpu_count = serializers.IntegerField(min_value=1, max_value=64)
+    price_per_gpu_hour_wei = WeiField()
+    min_duration_s = serializers.IntegerField(min_value=60, max_value=90 * 24 * 3600, default=60)
+    max_duration_s = serializers.IntegerField(min_value=60, max_value=90 * 24 * 3600, default=24 * 3600)
+
+
+class OfferUpdateSerializer(StrictSerializer):
+    gpu_count = serializers.IntegerField(min_value=1, max_value=64, required=False)
+    price_per_gpu_hour_wei = WeiField(required=False)
+    min_duration_s = serializers.IntegerField(min_value=60, max_value=90 * 24 * 3600, required=False)
+    max_duration_s = serializers.IntegerField(min_value=60, max_value=90 * 24 * 3600, required=False)
+
+
+# --- artifacts ---------------------------------------------------------------------------------
+
+class ArtifactSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Artifact
+        fields = ["id", "sha256", "size", "name", "content_type", "created_at"]
+
+
+class ArtifactUploadSerializer(StrictSerializer):
+    file = serializers.FileField(allow_empty_file=True)
+
+
+# --- jobs --------------------------------------------------------------------------------------
+
+class RequirementsSerializer(StrictSerializer):
+    gpu_model = GpuModelField(required=False, allow_blank=True)
+    min_vram_gb = serializers.IntegerField(min_value=0, max_value=1024, default=0)
+    gpus = serializers.IntegerField(min_value=1, max_value=64, default=1)
+
+
+class JobCreateSerializer(StrictSerializer):
+    kind = serializers.CharField(max_length=32)
+    spec = serializers.JSONField(required=False, default=dict)
+    requirements = RequirementsSerializer(required=False)
+    max_price_wei = WeiField(required=False, allow_null=True)
+    budget_wei = WeiField(required=False)
+
+
+class JobSerializer(serializers.ModelSerializer):
+    requirements = serializers.SerializerMethodField()
+    max_price_wei = WeiField(allow_null=True)
+    budget_wei = WeiField()
+
+    class Meta:
+        model = Job
+        fields = ["id", "kind", "state", "spec", "requirements", "max_price_wei", "budget_wei", "offer", "node",
+                  "progress", "progress_message", "result_artifact", "created_at", "updated_at", "finished_at"]
+
+    @extend_schema_field(RequirementsSerializer)
+    def get_requirements(self, job: Job) -> dict[str, Any]:
+        return {"gpu_model": job.gpu_model, "min_vram_gb": job.min_vram_gb, "gpus": job.gpus}
+
+
+class JobEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = JobEvent
+        fields = ["id", "type", "from_state", "to_state", "reason", "created_at"]
+
+
+class JobResultSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=JobState.choices)
+    result = serializers.JSONField(allow_null=True)
+    result_artifact = serializers.IntegerField(allow_null=True)
+
+
+class ErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    detail = serializers.CharField()
+    errors = serializers.JSONField(required=False)
+

@@ -1,0 +1,373 @@
+"""API views: parse with a serializer, call one service, answer with a serializer. No rules here."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from django.http import FileResponse
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import MultiPartParser
+from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from marketplace.api import serializers as s
+from marketplace.api.filters import JobFilter, MyOfferFilter, OfferFilter, OfferOrdering
+from marketplace.api.node_auth import NodeTokenAuthentication
+from marketplace.api.pagination import OfferCursorPagination
+from marketplace.api.throttles import AuthRateThrottle, JobCreateThrottle, NodeHeartbeatThrottle
+from marketplace.catalog import GPU_CATALOG
+from marketplace.errors import NotFound
+from marketplace.models import Artifact, Job, JobState, Node, Offer, OfferStatus
+from marketplace.services import accounts, artifacts, jobs, nodes, offers
+from workers.runtime import kinds
+
+ERRORS = {code: OpenApiResponse(s.ErrorSerializer, description=text) for code, text in {
+    400: "Bad input", 401: "Not authenticated", 403: "Not allowed for this role", 404: "Not found",
+    409: "Conflicts with the current state", 413: "Too large", 429: "Throttled"}.items()}
+
+
+def errors(*codes: int) -> dict[int, OpenApiResponse]:
+    return {code: ERRORS[code] for code in codes}
+
+
+def valid(serializer_class: type[serializers.Serializer], request: Request, **kwargs: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=request.data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+# --- accounts ----------------------------------------------------------------------------------
+
+class RegisterView(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list[type] = []
+    throttle_classes = [AuthRateThrottle]
+
+    @extend_schema(request=s.RegisterSerializer, responses={201: s.TokenSerializer, **errors(400, 409, 429)},
+                   summary="Sign up as a provider or developer; returns an API token")
+    def post(self, request: Request) -> Response:
+        data = valid(s.RegisterSerializer, request)
+        user, token = accounts.register_user(**data)
+        return Response({"token": token, "username": user.username, "role": data["role"]},
+                        status=status.HTTP_201_CREATED)
+
+
+class TokenView(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list[type] = []
+    throttle_classes = [AuthRateThrottle]
+
+    @extend_schema(request=s.CredentialsSerializer, responses={200: s.TokenSerializer, **errors(400, 429)},
+                   summary="Exchange a username and password for the API token")
+    def post(self, request: Request) -> Response:
+        data = valid(s.CredentialsSerializer, request)
+        token = accounts.token_for_credentials(**data)
+        user = accounts.User.objects.get(username=data["username"])
+        return Response({"token": token, "username": user.username, "role": accounts.account_of(user).role})
+
+
+class RotateTokenView(APIView):
+    throttle_classes = [AuthRateThrottle]
+
+    @extend_schema(request=None, responses={200: s.TokenSerializer, **errors(401, 429)},
+                   summary="Replace your API token; the old one stops working")
+    def post(self, request: Request) -> Response:
+        token = accounts.rotate_token(user=request.user)
+        return Response({"token": token, "username": request.user.username,
+                         "role": accounts.account_of(request.user).role})
+
+
+class MeView(APIView):
+    def _body(self, request: Request) -> dict[str, Any]:
+        account = accounts.account_of(request.user)
+        return {"username": request.user.username, "role": account.role, "payout_address": account.payout_address}
+
+    @extend_schema(responses={200: s.MeSerializer, **errors(401)}, summary="Your account")
+    def get(self, request: Request) -> Response:
+        return Response(self._body(request))
+
+    @extend_schema(request=s.MeSerializer, responses={200: s.MeSerializer, **errors(400, 401)},
+                   summary="Set your payout wallet (an EIP-55 checksummed address)")
+    def patch(self, request: Request) -> Response:
+        data = valid(s.MeSerializer, request, partial=True)
+        if "payout_address" in data:
+            accounts.set_payout_address(user=request.user, address=data["payout_address"])
+        return Response(self._body(request))
+
+
+# --- catalog -----------------------------------------------------------------------------------
+
+class GpuCatalogView(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: s.GpuCatalogSerializer(many=True)}, summary="GPU models a node may declare")
+    def get(self, request: Request) -> Response:
+        return Response(s.GpuCatalogSerializer(GPU_CATALOG.values(), many=True).data)
+
+
+class JobKindsView(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: s.JobKindSerializer(many=True)}, summary="Job kinds and their spec schemas")
+    def get(self, request: Request) -> Response:
+        return Response(s.JobKindSerializer(kinds.all_kinds(), many=True).data)
+
+
+# --- nodes -------------------------------------------------------------------------------------
+
+@extend_schema_view(
+    list=extend_schema(summary="Your nodes", responses={200: s.NodeSerializer(many=True), **errors(401, 403)}),
+    retrieve=extend_schema(summary="One of your nodes", responses={200: s.NodeSerializer, **errors(401, 403, 404)}),
+)
+class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = s.NodeSerializer
+    queryset = Node.objects.none()
+
+    def get_queryset(self) -> QuerySet[Node]:
+        if getattr(self, "swagger_fake_view", False):
+            return Node.objects.none()
+        nodes.require_provider(self.request.user)
+        return Node.objects.owned_by(self.request.user).prefetch_related("gpus").order_by("id")
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "now": timezone.now()}
+
+    @extend_schema(request=s.NodeCreateSerializer, responses={201: s.NodeCreatedSerializer, **errors(400, 401, 403,
+                   409)}, summary="Register a node; the response holds its join token, shown this once")
+    def create(self, request: Request) -> Response:
+        data = valid(s.NodeCreateSerializer, request)
+        gpus = [nodes.GpuDeclaration(**gpu) for gpu in data.pop("gpus")]
+        node, token = nodes.register_node(provider=request.user, gpus=gpus, **data)
+        body = s.NodeSerializer(node, context=self.get_serializer_context()).data
+        response = Response({**body, "join_token": token}, status=status.HTTP_201_CREATED)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @extend_schema(request=s.NodeUpdateSerializer, responses={200: s.NodeSerializer, **errors(400, 401, 403, 404,
+                   409)}, summary="Rename a node or change its region")
+    def partial_update(self, request: Request, pk: str) -> Response:
+        data = valid(s.NodeUpdateSerializer, request)
+        node = nodes.update_node(provider=request.user, node_id=_int_id(pk), **data)
+        return Response(s.NodeSerializer(node, context=self.get_serializer_context()).data)
+
+    @extend_schema(responses={200: s.NodeJobSerializer(many=True), **errors(401, 403, 404)},
+                   summary="Jobs this node ran")
+    @action(detail=True, methods=["get"])
+    def jobs(self, request: Request, pk: str) -> Response:
+        node = self.get_object()
+        page = self.paginate_queryset(Job.objects.filter(node=node).order_by("-id"))
+        return self.get_paginated_response(s.NodeJobSerializer(page, many=True).data)
+
+    @extend_schema(request=s.HeartbeatSerializer, responses={200: s.NodeSerializer, **errors(400, 401, 429)},
+                   summary="Heartbeat from a node's agent (Authorization: Node <join token>)")
+    @action(detail=False, methods=["post"], authentication_classes=[NodeTokenAuthentication],
+            permission_classes=[IsAuthenticated], throttle_classes=[NodeHeartbeatThrottle], url_path="heartbeat")
+    def heartbeat(self, request: Request) -> Response:
+        data = valid(s.HeartbeatSerializer, request)
+        node = nodes.record_heartbeat(node=request.auth, draining=data["draining"])
+        return Response(s.NodeSerializer(node, context=self.get_serializer_context()).data)
+
+
+def _int_id(pk: str) -> int:
+    """A path id as an int; anything else is simply not found."""
+    try:
+        value = int(pk)
+    except (TypeError, ValueError):
+        raise NotFound("not found") from None
+    if not 0 < value < 2**63:
+        raise NotFound("not found")
+    return value
+
+
+# --- offers ------------------------------------------------------------------------------------
+
+class IsOfferReaderOrProvider(BasePermission):
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return view.action in {"list", "retrieve"} or bool(request.user and request.user.is_authenticated)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Search offers (public); ?mine=true lists your own in any status",
+                       responses={200: s.OfferSerializer(many=True), **errors(400)}),
+    retrieve=extend_schema(summary="One offer", responses={200: s.OfferSerializer, **errors(404)}),
+)
+class OfferViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = s.OfferSerializer
+    permission_classes = [IsOfferReaderOrProvider]
+    pagination_class = OfferCursorPagination
+    filter_backends = [OfferOrdering, *viewsets.GenericViewSet.filter_backends]
+    queryset = Offer.objects.none()
+
+    def _mine(self) -> bool:
+        return self.request.query_params.get("mine", "").lower() in {"1", "true"}
+
+    @property
+    def filterset_class(self) -> type:
+        """Providers filtering their own offers may also filter by status."""
+        return MyOfferFilter if self._mine() else OfferFilter
+
+    def get_queryset(self) -> QuerySet[Offer]:
+        if getattr(self, "swagger_fake_view", False):
+            return Offer.objects.none()
+        base = Offer.objects.select_related("node")
+        user = self.request.user
+        if self._mine():
+            if not user.is_authenticated:
+                self.permission_denied(self.request)
+            nodes.require_provider(user)
+            return base.owned_by(user)
+        if self.action == "retrieve" and user.is_authenticated:
+            return base.filter(Q(status=OfferStatus.ACTIVE) | Q(provider=user))  # owners see paused ones
+        return base.listed()
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "now": timezone.now()}
+
+    def get_object(self) -> Offer:
+        _int_id(self.kwargs["pk"])
+        return super().get_object()
+
+    def _answer(self, offer: Offer, code: int = status.HTTP_200_OK) -> Response:
+        return Response(s.OfferSerializer(offer, context=self.get_serializer_context()).data, status=code)
+
+    @extend_schema(request=s.OfferCreateSerializer, responses={201: s.OfferSerializer, **errors(400, 401, 403,
+                   404, 409)}, summary="Offer GPUs of one of your nodes")
+    def create(self, request: Request) -> Response:
+        data = valid(s.OfferCreateSerializer, request)
+        offer = offers.create_offer(provider=request.user, node_id=data.pop("node"), **data)
+        return self._answer(offer, status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.OfferUpdateSerializer, responses={200: s.OfferSerializer, **errors(400, 401, 403,
+                   404, 409)}, summary="Change an offer's price, GPU count or lease durations")
+    def partial_update(self, request: Request, pk: str) -> Response:
+        data = valid(s.OfferUpdateSerializer, request)
+        nodes.require_provider(request.user)
+        return self._answer(offers.update_offer(provider=request.user, offer_id=_int_id(pk), **data))
+
+    @extend_schema(request=None, responses={200: s.OfferSerializer, **errors(401, 403, 404, 409)},
+                   summary="Withdraw an offer for good")
+    def destroy(self, request: Request, pk: str) -> Response:
+        nodes.require_provider(request.user)
+        return self._answer(offers.withdraw_offer(provider=request.user, offer_id=_int_id(pk)))
+
+    @extend_schema(request=None, responses={200: s.OfferSerializer, **errors(401, 403, 404, 409)},
+                   summary="Pause an offer: no new jobs are matched to it")
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, pk: str) -> Response:
+        nodes.require_provider(request.user)
+        return self._answer(offers.pause_offer(provider=request.user, offer_id=_int_id(pk)))
+
+    @extend_schema(request=None, responses={200: s.OfferSerializer, **errors(401, 403, 404, 409)},
+                   summary="Resume a paused offer")
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str) -> Response:
+        nodes.require_provider(request.user)
+        return self._answer(offers.resume_offer(provider=request.user, offer_id=_int_id(pk)))
+
+
+# --- artifacts ---------------------------------------------------------------------------------
+
+@extend_schema_view(
+    list=extend_schema(summary="Your artifacts", responses={200: s.ArtifactSerializer(many=True), **errors(401)}),
+    retrieve=extend_schema(summary="One of your artifacts", responses={200: s.ArtifactSerializer,
+                                                                        **errors(401, 404)}),
+)
+class ArtifactViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = s.ArtifactSerializer
+    queryset = Artifact.objects.none()
+
+    def get_queryset(self) -> QuerySet[Artifact]:
+        if getattr(self, "swagger_fake_view", False):
+            return Artifact.objects.none()
+        return Artifact.objects.owned_by(self.request.user).order_by("-id")
+
+    def get_object(self) -> Artifact:
+        return artifacts.artifact_of(self.request.user, _int_id(self.kwargs["pk"]))
+
+    @extend_schema(request={"multipart/form-data": s.ArtifactUploadSerializer},
+                   responses={201: s.ArtifactSerializer, 200: s.ArtifactSerializer, **errors(400, 401, 413)},
+                   summary="Upload a file (multipart field 'file'); identical bytes return the same artifact")
+    def create(self, request: Request) -> Response:
+        data = valid(s.ArtifactUploadSerializer, request)
+        upload = data["file"]
+        artifact, created = artifacts.store_artifact(
+            owner=request.user, chunks=upload.chunks(), name=upload.name,
+            content_type=upload.content_type or "application/octet-stream")
+        return Response(s.ArtifactSerializer(artifact).data,
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    def get_parsers(self) -> list[Any]:
+        if getattr(self, "action", None) == "create" or self.request.method == "POST":
+            return [MultiPartParser()]
+        return super().get_parsers()
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(description="The bytes"),
+                              **errors(401, 404)}, summary="Download an artifact's bytes")
+    @action(detail=True, methods=["get"])
+    def download(self, request: Request, pk: str) -> FileResponse:
+        artifact = self.get_object()
+        response = FileResponse(artifacts.open_blob(artifact), as_attachment=True, filename=artifact.name,
+                                content_type=artifact.content_type)
+        response["ETag"] = f'"{artifact.sha256}"'
+        return response
+
+
+# --- jobs --------------------------------------------------------------------------------------
+
+@extend_schema_view(
+    list=extend_schema(summary="Your jobs, newest first", responses={200: s.JobSerializer(many=True),
+                                                                     **errors(400, 401)}),
+    retrieve=extend_schema(summary="One of your jobs", responses={200: s.JobSerializer, **errors(401, 404)}),
+)
+class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = s.JobSerializer
+    filterset_class = JobFilter
+    throttle_classes = [JobCreateThrottle]
+    queryset = Job.objects.none()
+
+    def get_queryset(self) -> QuerySet[Job]:
+        if getattr(self, "swagger_fake_view", False):
+            return Job.objects.none()
+        return Job.objects.owned_by(self.request.user).order_by("-created_at", "-id")
+
+    def get_object(self) -> Job:
+        return jobs.job_of(self.request.user, _int_id(self.kwargs["pk"]))
+
+    @extend_schema(request=s.JobCreateSerializer, responses={201: s.JobSerializer, **errors(400, 401, 413, 429)},
+                   summary="Submit a job; it starts in 'queued'")
+    def create(self, request: Request) -> Response:
+        data = valid(s.JobCreateSerializer, request)
+        requirements = jobs.Requirements(**data.pop("requirements", {}) or {})
+        job = jobs.submit_job(owner=request.user, requirements=requirements, **data)
+        return Response(s.JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: s.JobSerializer, **errors(401, 404, 409)},
+                   summary="Cancel a job that has not finished")
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        job = jobs.cancel_job(owner=request.user, job_id=_int_id(pk))
+        return Response(s.JobSerializer(job).data)
+
+    @extend_schema(responses={200: s.JobEventSerializer(many=True), **errors(401, 404)},
+                   summary="The job's events: state changes with reasons, progress, logs")
+    @action(detail=True, methods=["get"])
+    def events(self, request: Request, pk: str) -> Response:
+        job = self.get_object()
+        page = self.paginate_queryset(job.events.order_by("id"))
+        return self.get_paginated_response(s.JobEventSerializer(page, many=True).data)
+
+    @extend_schema(responses={200: s.JobResultSerializer, **errors(401, 404, 409)},
+                   summary="The job's result, once it has succeeded")
+    @action(detail=True, methods=["get"])
+    def result(self, request: Request, pk: str) -> Response:
+        job = self.get_object()
+        if job.state != JobState.SUCCEEDED:
+            return Response({"code": "result_not_ready", "detail": f"job {job.pk} is {job.state}"},
+                            status=status.HTTP_409_CONFLICT)
+        return Response({"state": job.state, "result": job.result, "result_artifact": job.result_artifact_id})
+

@@ -1,0 +1,127 @@
+"""Provider nodes: registration, join tokens and heartbeats."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from marketplace.catalog import GPU_CATALOG
+from marketplace.errors import Conflict, Forbidden, InvalidInput, NotFound
+from marketplace.models import Node, NodeGpu, Offer
+from marketplace.services.accounts import account_of
+
+JOIN_TOKEN_PREFIX = "node_"
+MAX_GPUS_PER_NODE = 64
+
+
+@dataclass(frozen=True)
+class GpuDeclaration:
+    """What a provider says is in the machine: ``count`` GPUs of catalog ``model``."""
+
+    model: str
+    count: int
+    vram_gb: int | None = None  # None: the catalog's value
+
+
+def hash_join_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def require_provider(user: User) -> None:
+    if not account_of(user).is_provider:
+        raise Forbidden("only provider accounts can manage nodes and offers", code="provider_only")
+
+
+def _checked_gpus(gpus: Sequence[GpuDeclaration]) -> list[GpuDeclaration]:
+    if not gpus:
+        raise InvalidInput("declare at least one GPU", code="no_gpus", field="gpus")
+    seen: set[str] = set()
+    checked = []
+    for gpu in gpus:
+        entry = GPU_CATALOG.get(gpu.model)
+        if entry is None:
+            raise InvalidInput(f"unknown GPU model {gpu.model!r}; see the catalog", code="unknown_gpu_model",
+                               field="gpus")
+        if gpu.model in seen:
+            raise InvalidInput(f"{gpu.model} is listed twice; give one count", code="duplicate_gpu_model",
+                               field="gpus")
+        if gpu.vram_gb is not None and gpu.vram_gb != entry.vram_gb:
+            raise InvalidInput(f"{gpu.model} has {entry.vram_gb} GB of VRAM, not {gpu.vram_gb}",
+                               code="vram_mismatch", field="gpus")
+        seen.add(gpu.model)
+        checked.append(GpuDeclaration(model=gpu.model, count=gpu.count, vram_gb=entry.vram_gb))
+    if sum(gpu.count for gpu in checked) > MAX_GPUS_PER_NODE:
+        raise InvalidInput(f"a node holds at most {MAX_GPUS_PER_NODE} GPUs", code="too_many_gpus", field="gpus")
+    return checked
+
+
+@transaction.atomic
+def register_node(
+    *, provider: User, name: str, region: str, cpu_cores: int, ram_gb: int, gpus: Sequence[GpuDeclaration]
+) -> tuple[Node, str]:
+    """Create a node with its GPUs; return it with its join token, which is shown this once only.
+
+    >>> node, token = register_node(provider=alice, name="rig-1", region="eu-west", cpu_cores=32,
+    ...                             ram_gb=256, gpus=[GpuDeclaration("NVIDIA RTX 4090", 2)])
+    """
+    require_provider(provider)
+    checked = _checked_gpus(gpus)
+    token = JOIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    try:
+        with transaction.atomic():
+            node = Node.objects.create(provider=provider, name=name, region=region, cpu_cores=cpu_cores,
+                                       ram_gb=ram_gb, join_token_hash=hash_join_token(token))
+    except IntegrityError:
+        raise Conflict(f"you already have a node named {name!r}", code="node_name_taken", field="name") from None
+    NodeGpu.objects.bulk_create(
+        NodeGpu(node=node, model=gpu.model, vram_gb=gpu.vram_gb or 0, count=gpu.count) for gpu in checked
+    )
+    return node, token
+
+
+def node_of(provider: User, node_id: int, *, lock: bool = False) -> Node:
+    """The provider's own node, or NotFound (also for other providers' nodes)."""
+    queryset = Node.objects.owned_by(provider)
+    if lock:
+        queryset = queryset.select_for_update()
+    try:
+        return queryset.get(pk=node_id)
+    except (Node.DoesNotExist, ValueError, TypeError):
+        raise NotFound("no such node") from None
+
+
+@transaction.atomic
+def update_node(*, provider: User, node_id: int, name: str | None = None, region: str | None = None) -> Node:
+    """Rename a node or move its region; its offers follow the region."""
+    node = node_of(provider, node_id, lock=True)
+    if name is not None and name != node.name:
+        if Node.objects.owned_by(provider).filter(name=name).exclude(pk=node.pk).exists():
+            raise Conflict(f"you already have a node named {name!r}", code="node_name_taken", field="name")
+        node.name = name
+    if region is not None and region != node.region:
+        node.region = region
+        Offer.objects.filter(node=node).update(region=region)
+    node.save()
+    return node
+
+
+def node_for_token(token: str) -> Node:
+    """The node a join token belongs to, or NotFound."""
+    try:
+        return Node.objects.get(join_token_hash=hash_join_token(token))
+    except Node.DoesNotExist:
+        raise NotFound("unknown node token", code="invalid_node_token") from None
+
+
+def record_heartbeat(*, node: Node, draining: bool = False, now: datetime | None = None) -> Node:
+    """Note that the node is alive (and whether it is draining); one UPDATE, no row lock."""
+    now = now or timezone.now()
+    Node.objects.filter(pk=node.pk).update(last_heartbeat_at=now, draining=draining)
+    node.last_heartbeat_at, node.draining = now, draining
+    return node
