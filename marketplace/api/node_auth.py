@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
@@ -33,3 +34,14 @@ class NodeTokenAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Any) -> str:
         return "Node"
+
+
+class NodeTokenScheme(OpenApiAuthenticationExtension):
+    """Documents the node token in the OpenAPI schema."""
+
+    target_class = "marketplace.api.node_auth.NodeTokenAuthentication"
+    name = "nodeToken"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "apiKey", "in": "header", "name": "Authorization",
+                "description": "`Node <join token>`, as shown once when the node was registered"}

@@ -1,0 +1,49 @@
+# `make run` and `make test` each install what is missing, then do their job.
+# Needs Debian (or Ubuntu) with Python 3.11+; system packages come from apt when missing.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+# Debian packages the tests need: a PostgreSQL server, a browser for the page tests, `ip` for the
+# loopback-only namespace.
+TEST_PACKAGES := postgresql chromium iproute2
+TEST_COMMANDS := /usr/lib/postgresql /usr/bin/chromium /usr/sbin/ip
+
+.PHONY: run test install system-test-deps clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+system-test-deps:
+	@missing=""; pkgs=($(TEST_PACKAGES)); paths=($(TEST_COMMANDS)); \
+	for i in $${!pkgs[@]}; do [ -e "$${paths[$$i]}" ] || missing="$$missing $${pkgs[$$i]}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" -ne 0 ]; then echo "make: please install:$$missing (sudo apt-get install$$missing)" >&2; exit 1; fi; \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# The whole suite against a throwaway PostgreSQL, inside a network namespace with only loopback.
+test: install system-test-deps
+	scripts/loopback-only scripts/with-postgres $(PY) -m pytest $(PYTEST_ARGS)
+
+# The marketplace on http://$(HOST):$(PORT)/ with demo accounts (SQLite unless DATABASE_URL is set).
+run: install
+	$(PY) scripts/run_local.py --host $(HOST) --port $(PORT)
+
+clean:
+	rm -rf $(VENV) .run test-output
