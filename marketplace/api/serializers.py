@@ -8,7 +8,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from marketplace.catalog import GPU_CATALOG
+from marketplace.catalog import GPU_MODEL_CHOICES
 from marketplace.models import Artifact, Job, JobEvent, JobState, Node, NodeGpu, Offer, Role
 from marketplace.models.fields import UINT256_MAX
 from marketplace.web.format import wei_to_eth
@@ -59,7 +59,7 @@ class WeiField(serializers.Field):
 class GpuModelField(serializers.ChoiceField):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("error_messages", {"invalid_choice": "unknown GPU model {input!r}; see /api/v1/catalog/gpus/"})
-        super().__init__(choices=list(GPU_CATALOG), **kwargs)
+        super().__init__(choices=GPU_MODEL_CHOICES, **kwargs)
 
 
 # --- accounts ----------------------------------------------------------------------------------

@@ -279,6 +279,7 @@ class OfferViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 )
 class ArtifactViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = s.ArtifactSerializer
+    parser_classes = [MultiPartParser]  # the only body this viewset takes is an upload
     queryset = Artifact.objects.none()
 
     def get_queryset(self) -> QuerySet[Artifact]:
@@ -300,11 +301,6 @@ class ArtifactViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             content_type=upload.content_type or "application/octet-stream")
         return Response(s.ArtifactSerializer(artifact).data,
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
-
-    def get_parsers(self) -> list[Any]:
-        if getattr(self, "action", None) == "create" or self.request.method == "POST":
-            return [MultiPartParser()]
-        return super().get_parsers()
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(description="The bytes"),
                               **errors(401, 404)}, summary="Download an artifact's bytes")
