@@ -1,0 +1,42 @@
+"""Template filters for the pages: wei in ETH, durations, pretty JSON. Display only."""
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from django import template
+
+from marketplace.web.format import wei_to_eth
+
+register = template.Library()
+
+
+@register.filter
+def eth(wei: int | Decimal | None) -> str:
+    """``{{ offer.price_per_gpu_hour_wei|eth }}`` -> ``"0.002"``; empty for a missing amount."""
+    return "" if wei is None or wei == "" else wei_to_eth(wei)
+
+
+@register.filter
+def wei(value: int | Decimal | None) -> str:
+    """An integer amount of wei without a decimal point (Decimal columns would show ``2E+15``)."""
+    return "" if value is None or value == "" else str(int(value))
+
+
+@register.filter
+def duration(seconds: int | None) -> str:
+    """``5400`` -> ``"1 h 30 min"``; whole days, hours and minutes only."""
+    if seconds is None:
+        return ""
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{n} {unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "min"), (secs, "s")) if n]
+    return " ".join(parts) or "0 s"
+
+
+@register.filter
+def pretty_json(value: Any) -> str:
+    """Indented JSON for a ``<pre>`` block (autoescaped by the template)."""
+    return json.dumps(value, indent=2, sort_keys=True)
