@@ -22,10 +22,10 @@ class BodySizeLimitMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         raw = request.META.get("CONTENT_LENGTH") or "0"
-        try:
-            length = int(raw)
-        except ValueError:
+        # RFC 9110: 1*DIGIT. int() alone would also take "-1", " 5" and non-ASCII digits.
+        if not (raw.isascii() and raw.isdigit()):
             return _error(request, 400, "invalid_content_length", "Content-Length is not a number")
+        length = int(raw)
         limit = self.limit_for(request.path)
         if length > limit:
             return _error(request, 413, "payload_too_large", f"request bodies here are limited to {limit} bytes")

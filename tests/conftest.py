@@ -90,3 +90,26 @@ def node(provider: Person) -> dict[str, Any]:
 def requires_postgres() -> pytest.MarkDecorator:
     return pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgres"),
                               reason="needs PostgreSQL (make test provides one)")
+
+
+def heartbeat(node: dict[str, Any], draining: bool | None = None, **extra: Any) -> Any:
+    """Send one heartbeat as the node's agent does (``Authorization: Node <join token>``)."""
+    body = {} if draining is None else {"draining": draining}
+    return APIClient().post("/api/v1/nodes/heartbeat/", body, format="json",
+                            HTTP_AUTHORIZATION=f"Node {node['join_token']}", **extra)
+
+
+def submit_job(person: Person, kind: str = "benchmark", **body: Any) -> dict[str, Any]:
+    """Submit a job over the API and return the response body."""
+    response = person.client.post("/api/v1/jobs/", {"kind": kind, **body}, format="json")
+    assert response.status_code == 201, response.json()
+    return response.json()
+
+
+def upload(person: Person, content: bytes, name: str = "input.bin",
+           content_type: str = "application/octet-stream") -> Any:
+    """Upload bytes as an artifact (multipart field ``file``); returns the response."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return person.client.post("/api/v1/artifacts/", {"file": SimpleUploadedFile(name, content, content_type)},
+                              format="multipart")

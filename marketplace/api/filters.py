@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
+from django import forms
 from django.db.models import F, QuerySet
 from django.utils import timezone
 from rest_framework.exceptions import ErrorDetail, ValidationError
@@ -23,11 +24,16 @@ OFFER_ORDERINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+class IntegerFilter(django_filters.NumberFilter):
+    """A whole-number filter: ``NumberFilter`` takes decimals, and ``min_gpus=1.5`` was read as 1."""
+
+    field_class = forms.IntegerField
+
+
 class OfferFilter(django_filters.FilterSet):
     gpu_model = django_filters.ChoiceFilter(choices=GPU_MODEL_CHOICES)
-    min_vram_gb = django_filters.NumberFilter(field_name="vram_gb", lookup_expr="gte", min_value=0,
-                                              max_value=4096)
-    min_gpus = django_filters.NumberFilter(method="filter_min_gpus", min_value=1, max_value=64)
+    min_vram_gb = IntegerFilter(field_name="vram_gb", lookup_expr="gte", min_value=0, max_value=4096)
+    min_gpus = IntegerFilter(method="filter_min_gpus", min_value=1, max_value=64)
     max_price_wei = django_filters.NumberFilter(field_name="price_per_gpu_hour_wei", lookup_expr="lte",
                                                 min_value=0, max_value=MAX_WEI, max_digits=78, decimal_places=0)
     region = django_filters.CharFilter(max_length=32)
@@ -38,7 +44,7 @@ class OfferFilter(django_filters.FilterSet):
         fields: list[str] = []
 
     def filter_min_gpus(self, queryset: QuerySet[Offer], name: str, value: Any) -> QuerySet[Offer]:
-        return queryset.filter(gpu_count__gte=F("reserved_gpus") + int(value))
+        return queryset.filter(gpu_count__gte=F("reserved_gpus") + value)
 
     def filter_available(self, queryset: QuerySet[Offer], name: str, value: bool | None) -> QuerySet[Offer]:
         if value is None:

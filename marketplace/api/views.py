@@ -5,6 +5,7 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 from django.http import FileResponse
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
@@ -19,6 +20,7 @@ from marketplace.api import serializers as s
 from marketplace.api.filters import JobFilter, MyOfferFilter, OfferFilter, OfferOrdering
 from marketplace.api.node_auth import NodeTokenAuthentication
 from marketplace.api.pagination import OfferCursorPagination
+from marketplace.api.parsers import JSONParser
 from marketplace.api.throttles import AuthRateThrottle, JobCreateThrottle, NodeHeartbeatThrottle
 from marketplace.catalog import GPU_CATALOG
 from marketplace.errors import NotFound
@@ -47,6 +49,7 @@ class RegisterView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list[type] = []
     throttle_classes = [AuthRateThrottle]
+    parser_classes = [JSONParser]
 
     @extend_schema(request=s.RegisterSerializer, responses={201: s.TokenSerializer, **errors(400, 409, 429)},
                    summary="Sign up as a provider or developer; returns an API token")
@@ -61,6 +64,7 @@ class TokenView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list[type] = []
     throttle_classes = [AuthRateThrottle]
+    parser_classes = [JSONParser]
 
     @extend_schema(request=s.CredentialsSerializer, responses={200: s.TokenSerializer, **errors(400, 429)},
                    summary="Exchange a username and password for the API token")
@@ -83,6 +87,8 @@ class RotateTokenView(APIView):
 
 
 class MeView(APIView):
+    parser_classes = [JSONParser]
+
     def _body(self, request: Request) -> dict[str, Any]:
         account = accounts.account_of(request.user)
         return {"username": request.user.username, "role": account.role, "payout_address": account.payout_address}
@@ -126,6 +132,7 @@ class JobKindsView(APIView):
 )
 class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = s.NodeSerializer
+    parser_classes = [JSONParser]
     queryset = Node.objects.none()
 
     def get_queryset(self) -> QuerySet[Node]:
@@ -133,6 +140,9 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             return Node.objects.none()
         nodes.require_provider(self.request.user)
         return Node.objects.owned_by(self.request.user).prefetch_related("gpus").order_by("id")
+
+    def get_object(self) -> Node:
+        return get_object_or_404(self.get_queryset(), pk=_int_id(self.kwargs["pk"]))
 
     def get_serializer_context(self) -> dict[str, Any]:
         return {**super().get_serializer_context(), "now": timezone.now()}
@@ -174,11 +184,14 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
 
 def _int_id(pk: str) -> int:
-    """A path id as an int; anything else is simply not found."""
-    try:
-        value = int(pk)
-    except (TypeError, ValueError):
-        raise NotFound("not found") from None
+    """A path id as an int; anything else is simply not found.
+
+    Only plain ASCII digits name a row: ``int()`` alone would also take " 7", "+7", "0_7" and
+    "٧" (an Arabic-Indic seven), so one object would answer at many URLs.
+    """
+    if not (isinstance(pk, str) and pk.isascii() and pk.isdigit()):
+        raise NotFound("not found")
+    value = int(pk)
     if not 0 < value < 2**63:
         raise NotFound("not found")
     return value
@@ -199,6 +212,7 @@ class IsOfferReaderOrProvider(BasePermission):
 class OfferViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = s.OfferSerializer
     permission_classes = [IsOfferReaderOrProvider]
+    parser_classes = [JSONParser]
     pagination_class = OfferCursorPagination
     filter_backends = [OfferOrdering, *viewsets.GenericViewSet.filter_backends]
     queryset = Offer.objects.none()
@@ -229,8 +243,7 @@ class OfferViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return {**super().get_serializer_context(), "now": timezone.now()}
 
     def get_object(self) -> Offer:
-        _int_id(self.kwargs["pk"])
-        return super().get_object()
+        return get_object_or_404(self.get_queryset(), pk=_int_id(self.kwargs["pk"]))
 
     def _answer(self, offer: Offer, code: int = status.HTTP_200_OK) -> Response:
         return Response(s.OfferSerializer(offer, context=self.get_serializer_context()).data, status=code)
@@ -324,6 +337,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     serializer_class = s.JobSerializer
     filterset_class = JobFilter
     throttle_classes = [JobCreateThrottle]
+    parser_classes = [JSONParser]
     queryset = Job.objects.none()
 
     def get_queryset(self) -> QuerySet[Job]:

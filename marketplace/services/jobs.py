@@ -107,18 +107,25 @@ def transition_job(*, job_id: int, to_state: str, reason: str = "") -> Job:
     return job
 
 
-def job_of(owner: User, job_id: int) -> Job:
+def job_of(owner: User, job_id: int, *, lock: bool = False) -> Job:
     """The caller's own job, or NotFound (also for other people's jobs)."""
+    queryset = Job.objects.owned_by(owner)
+    if lock:
+        queryset = queryset.select_for_update()
     try:
-        return Job.objects.owned_by(owner).get(pk=job_id)
+        return queryset.get(pk=job_id)
     except (Job.DoesNotExist, ValueError, TypeError):
         raise NotFound("no such job") from None
 
 
 @transaction.atomic
 def cancel_job(*, owner: User, job_id: int, reason: str = "cancelled by its owner") -> Job:
-    """Cancel a job that has not finished. Cancelling a cancelled job returns it unchanged."""
-    job = job_of(owner, job_id)
+    """Cancel a job that has not finished. Cancelling a cancelled job returns it unchanged.
+
+    The row is locked before its state is read, so a second cancel racing the first waits and
+    then sees ``cancelled`` (idempotent) rather than failing the state machine's check.
+    """
+    job = job_of(owner, job_id, lock=True)
     if job.state == JobState.CANCELLED:
         return job
     if job.is_terminal:

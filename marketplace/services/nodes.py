@@ -107,7 +107,11 @@ def update_node(*, provider: User, node_id: int, name: str | None = None, region
     if region is not None and region != node.region:
         node.region = region
         Offer.objects.filter(node=node).update(region=region)
-    node.save()
+    try:
+        with transaction.atomic():
+            node.save()
+    except IntegrityError:  # a concurrent rename took the name after the check above
+        raise Conflict(f"you already have a node named {name!r}", code="node_name_taken", field="name") from None
     return node
 
 
