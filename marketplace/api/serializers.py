@@ -17,15 +17,16 @@ WEI_PATTERN = r"^[0-9]{1,78}$"
 
 
 class StrictSerializer(serializers.Serializer):
-    """Refuses fields it does not know (a typo must not be silently ignored)."""
+    """Refuses fields it does not know, or may not change (a typo must not be silently ignored)."""
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError(
-                    {name: [serializers.ErrorDetail("unknown field", code="unknown_field")] for name in unknown}
-                )
+            errors = {name: [serializers.ErrorDetail("unknown field", code="unknown_field")]
+                      for name in sorted(set(data) - set(self.fields))}
+            errors.update({name: [serializers.ErrorDetail("this field cannot be changed", code="read_only_field")]
+                           for name in sorted(set(data) & set(self.fields)) if self.fields[name].read_only})
+            if errors:
+                raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
 
 

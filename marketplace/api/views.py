@@ -20,7 +20,6 @@ from marketplace.api import serializers as s
 from marketplace.api.filters import JobFilter, MyOfferFilter, OfferFilter, OfferOrdering
 from marketplace.api.node_auth import NodeTokenAuthentication
 from marketplace.api.pagination import OfferCursorPagination
-from marketplace.api.parsers import JSONParser
 from marketplace.api.throttles import AuthRateThrottle, JobCreateThrottle, NodeHeartbeatThrottle
 from marketplace.catalog import GPU_CATALOG
 from marketplace.errors import NotFound
@@ -49,7 +48,6 @@ class RegisterView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list[type] = []
     throttle_classes = [AuthRateThrottle]
-    parser_classes = [JSONParser]
 
     @extend_schema(request=s.RegisterSerializer, responses={201: s.TokenSerializer, **errors(400, 409, 429)},
                    summary="Sign up as a provider or developer; returns an API token")
@@ -64,7 +62,6 @@ class TokenView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list[type] = []
     throttle_classes = [AuthRateThrottle]
-    parser_classes = [JSONParser]
 
     @extend_schema(request=s.CredentialsSerializer, responses={200: s.TokenSerializer, **errors(400, 429)},
                    summary="Exchange a username and password for the API token")
@@ -87,7 +84,6 @@ class RotateTokenView(APIView):
 
 
 class MeView(APIView):
-    parser_classes = [JSONParser]
 
     def _body(self, request: Request) -> dict[str, Any]:
         account = accounts.account_of(request.user)
@@ -132,7 +128,6 @@ class JobKindsView(APIView):
 )
 class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = s.NodeSerializer
-    parser_classes = [JSONParser]
     queryset = Node.objects.none()
 
     def get_queryset(self) -> QuerySet[Node]:
@@ -212,7 +207,6 @@ class IsOfferReaderOrProvider(BasePermission):
 class OfferViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = s.OfferSerializer
     permission_classes = [IsOfferReaderOrProvider]
-    parser_classes = [JSONParser]
     pagination_class = OfferCursorPagination
     filter_backends = [OfferOrdering, *viewsets.GenericViewSet.filter_backends]
     queryset = Offer.objects.none()
@@ -337,7 +331,6 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     serializer_class = s.JobSerializer
     filterset_class = JobFilter
     throttle_classes = [JobCreateThrottle]
-    parser_classes = [JSONParser]
     queryset = Job.objects.none()
 
     def get_queryset(self) -> QuerySet[Job]:

@@ -96,6 +96,7 @@ def set_payout_address(*, user: User, address: str) -> Account:
     problem = checksum_address_error(address)
     if problem:
         raise InvalidInput(problem, code="invalid_address", field="payout_address")
+    account_of(user)  # users made by createsuperuser get their account here
     account = Account.objects.select_for_update().get(user=user)
     account.payout_address = address
     account.save(update_fields=["payout_address"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,28 @@ def require_provider(user: User) -> None:
         raise Forbidden("only provider accounts can manage nodes and offers", code="provider_only")
 
 
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+
+
+def _check_name(name: str) -> None:
+    if not NODE_NAME.fullmatch(name):
+        raise InvalidInput("node names are 1-64 letters, digits, '.', '_' or '-'", code="invalid_name", field="name")
+
+
+def _check_region(region: str) -> None:
+    if not REGION.fullmatch(region):
+        raise InvalidInput("regions are 1-32 lower-case letters, digits or '-'", code="invalid_region",
+                           field="region")
+
+
+def _check_machine(cpu_cores: int, ram_gb: int) -> None:
+    if not 1 <= cpu_cores <= 4096:
+        raise InvalidInput("cpu_cores must be between 1 and 4096", code="invalid_cpu_cores", field="cpu_cores")
+    if not 1 <= ram_gb <= 65536:
+        raise InvalidInput("ram_gb must be between 1 and 65536", code="invalid_ram", field="ram_gb")
+
+
 def _checked_gpus(gpus: Sequence[GpuDeclaration]) -> list[GpuDeclaration]:
     if not gpus:
         raise InvalidInput("declare at least one GPU", code="no_gpus", field="gpus")
@@ -48,6 +71,9 @@ def _checked_gpus(gpus: Sequence[GpuDeclaration]) -> list[GpuDeclaration]:
         if entry is None:
             raise InvalidInput(f"unknown GPU model {gpu.model!r}; see the catalog", code="unknown_gpu_model",
                                field="gpus")
+        if not 1 <= gpu.count <= MAX_GPUS_PER_NODE:
+            raise InvalidInput(f"the {gpu.model} count must be between 1 and {MAX_GPUS_PER_NODE}",
+                               code="invalid_gpu_count", field="gpus")
         if gpu.model in seen:
             raise InvalidInput(f"{gpu.model} is listed twice; give one count", code="duplicate_gpu_model",
                                field="gpus")
@@ -71,6 +97,9 @@ def register_node(
     ...                             ram_gb=256, gpus=[GpuDeclaration("NVIDIA RTX 4090", 2)])
     """
     require_provider(provider)
+    _check_name(name)
+    _check_region(region)
+    _check_machine(cpu_cores, ram_gb)
     checked = _checked_gpus(gpus)
     token = JOIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
     try:
@@ -101,10 +130,12 @@ def update_node(*, provider: User, node_id: int, name: str | None = None, region
     """Rename a node or move its region; its offers follow the region."""
     node = node_of(provider, node_id, lock=True)
     if name is not None and name != node.name:
+        _check_name(name)
         if Node.objects.owned_by(provider).filter(name=name).exclude(pk=node.pk).exists():
             raise Conflict(f"you already have a node named {name!r}", code="node_name_taken", field="name")
         node.name = name
     if region is not None and region != node.region:
+        _check_region(region)
         node.region = region
         Offer.objects.filter(node=node).update(region=region)
     try:

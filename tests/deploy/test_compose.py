@@ -63,7 +63,8 @@ def _free_port() -> int:
 
 
 def _production_env(tmp_path: Path) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST")}
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("PYTEST") and key != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     env.update(DEBUG="0", SECRET_KEY="test-" + "k3y" * 20, ALLOWED_HOSTS="127.0.0.1,localhost",
                SECURE_SSL_REDIRECT="0", STATIC_ROOT=str(tmp_path / "static"), RUN_DIR=str(tmp_path),
                ARTIFACT_ROOT=str(tmp_path / "artifacts"), DJANGO_SETTINGS_MODULE="marketplace.settings",

@@ -227,3 +227,34 @@ def test_a_price_of_the_largest_uint256_is_stored_to_the_last_digit(provider, ri
     offer = create_offer(provider=provider.user, node_id=rig.pk, gpu_model="NVIDIA RTX 4090", gpu_count=1,
                          price_per_gpu_hour_wei=UINT256_MAX)
     assert int(Offer.objects.get(pk=offer.pk).price_per_gpu_hour_wei) == UINT256_MAX
+
+
+# --- services refuse bad values even when no serializer checked them ------------------------------
+
+@pytest.mark.parametrize("change, code", [
+    ({"name": "bad name!"}, "invalid_name"),
+    ({"region": "EU West"}, "invalid_region"),
+    ({"cpu_cores": 0}, "invalid_cpu_cores"),
+    ({"ram_gb": -1}, "invalid_ram"),
+    ({"gpus": [GpuDeclaration("NVIDIA RTX 4090", 0)]}, "invalid_gpu_count"),
+])
+def test_register_node_refuses_bad_values_itself(provider, change, code):
+    from marketplace.errors import InvalidInput
+
+
+    values = {"name": "rig", "region": "eu-west", "cpu_cores": 8, "ram_gb": 32,
+              "gpus": [GpuDeclaration("NVIDIA RTX 4090", 1)], **change}
+    with pytest.raises(InvalidInput) as raised:
+        register_node(provider=provider.user, **values)
+    assert raised.value.code == code
+    assert not Node.objects.exists()
+
+
+def test_a_superuser_without_an_account_can_set_a_payout_address(db):
+    from django.contrib.auth.models import User
+
+    from marketplace.services.accounts import set_payout_address
+
+    admin = User.objects.create_superuser("root", password="x" * 12)
+    account = set_payout_address(user=admin, address="0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed")
+    assert account.payout_address == "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
