@@ -7,7 +7,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
-from marketplace.api.authentication import check_failure_budget, count_failure
+from marketplace.api.authentication import check_failure_budget
+from marketplace.ratelimit import count_failure
 from marketplace.errors import NotFound
 from marketplace.services.nodes import node_for_token
 

@@ -25,6 +25,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from marketplace.api.filters import OfferFilter
+from marketplace import ratelimit
 from marketplace.errors import DomainError, NotFound
 from marketplace.models import Job, Node, Offer, OfferStatus, Role
 from marketplace.services import accounts, jobs, nodes, offers
@@ -135,6 +136,20 @@ class SignInView(LoginView):
     template_name = "web/login.html"
     form_class = f.LoginForm
     redirect_authenticated_user = True
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        wait = ratelimit.seconds_until_allowed(request)
+        if wait is not None:  # password guessing: refuse before checking anything
+            response = render(request, "web/error.html", {
+                "title": "Too many attempts",
+                "message": f"Too many failed sign-ins from your address. Try again in {wait} seconds."}, status=429)
+            response["Retry-After"] = str(wait)
+            return response
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form: Any) -> HttpResponse:
+        ratelimit.count_failure(self.request)
+        return super().form_invalid(form)
 
 
 @login_required

@@ -11,7 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
-from marketplace.api import authentication
+from marketplace import ratelimit
 from marketplace.models import Account
 from tests.conftest import PASSWORD, make_node
 
@@ -266,7 +266,7 @@ def test_rotating_tokens_is_throttled_too(developer, low_rates):
 def frozen_minute(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Pin the failure counter's clock inside one minute (the counter is per calendar minute)."""
     clock = [1_800_000_000.0]
-    monkeypatch.setattr(authentication, "time", SimpleNamespace(time=lambda: clock[0]))
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(time=lambda: clock[0]))
     return clock
 
 

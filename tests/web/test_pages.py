@@ -150,6 +150,17 @@ def test_logging_in_leads_to_the_dashboard_and_a_wrong_password_is_explained(cli
     assertRedirects(client.get("/dashboard/"), "/jobs/")
 
 
+def test_password_guessing_is_stopped_after_the_failure_limit(client: Client, developer: Any, settings: Any) -> None:
+    settings.AUTH_FAILURES_PER_MINUTE = 3
+    for _ in range(3):
+        assertContains(client.post("/login/", {"username": "dave", "password": "guess"}), "Wrong username")
+    refused = client.post("/login/", {"username": "dave", "password": PASSWORD})
+    assert refused.status_code == 429
+    assert int(refused["Retry-After"]) > 0
+    assertContains(refused, "Too many failed sign-ins", status_code=429)
+    assert "_auth_user_id" not in client.session
+
+
 def test_logout_is_post_only(provider_web: Client) -> None:
     assert provider_web.get("/logout/").status_code == 405
     assert "_auth_user_id" in provider_web.session
