@@ -1,11 +1,20 @@
 """The marketplace's rows. Each module holds one area; import models from here."""
 from marketplace.models.accounts import Account, Role
 from marketplace.models.artifacts import Artifact
-from marketplace.models.jobs import TERMINAL_STATES, TRANSITIONS, Job, JobEvent, JobEventType, JobState
+from marketplace.models.jobs import (
+    TERMINAL_STATES,
+    TRANSITIONS,
+    AttemptOutcome,
+    Job,
+    JobAttempt,
+    JobEvent,
+    JobEventType,
+    JobState,
+)
 from marketplace.models.offers import Offer, OfferStatus
 from marketplace.models.providers import Node, NodeGpu, NodeStatus
 
 __all__ = [
-    "Account", "Artifact", "Job", "JobEvent", "JobEventType", "JobState", "Node", "NodeGpu",
+    "Account", "Artifact", "AttemptOutcome", "JobAttempt", "Job", "JobEvent", "JobEventType", "JobState", "Node", "NodeGpu",
     "NodeStatus", "Offer", "OfferStatus", "Role", "TERMINAL_STATES", "TRANSITIONS",
 ]

@@ -60,6 +60,10 @@ class Job(models.Model):
     state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.PENDING)
     offer = models.ForeignKey(Offer, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
     node = models.ForeignKey(Node, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    # Fail the job if no offer matched it within this many seconds; null waits forever.
+    queue_timeout_s = models.PositiveIntegerField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
     progress = models.FloatField(default=0.0)
     progress_message = models.CharField(max_length=255, blank=True, default="")
     result = models.JSONField(null=True, blank=True)
@@ -115,3 +119,47 @@ class JobEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id}: {self.from_state} -> {self.to_state}"
+
+
+class AttemptOutcome(models.TextChoices):
+    ACTIVE = "active", "Active"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    LOST = "lost", "Lost (node gone)"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class JobAttempt(models.Model):
+    """One try at running a job on one node: the GPUs it reserved and how it ended.
+
+    A job has at most one ACTIVE attempt; only that attempt's result is ever accepted, which is
+    what makes "never runs twice to completion" hold when a lost node comes back.
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_rows")
+    number = models.PositiveIntegerField()
+    offer = models.ForeignKey(Offer, null=True, on_delete=models.SET_NULL, related_name="attempts")
+    node = models.ForeignKey(Node, null=True, on_delete=models.SET_NULL, related_name="attempts")
+    gpus = models.PositiveIntegerField()
+    price_per_gpu_hour_wei = WeiField()
+    outcome = models.CharField(max_length=16, choices=AttemptOutcome.choices, default=AttemptOutcome.ACTIVE)
+    reason = models.TextField(blank=True, default="")
+    log_offset = models.PositiveIntegerField(default=0)  # log lines already copied into events
+    created_at = models.DateTimeField(auto_now_add=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "number"], name="attempt_number_unique"),
+            models.UniqueConstraint(fields=["job"], condition=Q(outcome="active"), name="one_active_attempt_per_job"),
+        ]
+        indexes = [models.Index(fields=["outcome", "node"], name="attempt_active_idx")]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} attempt {self.number} ({self.outcome})"
+
+    @property
+    def run_name(self) -> str:
+        return f"job-{self.job_id}-attempt-{self.number}"

@@ -54,8 +54,10 @@ class Offer(models.Model):
     min_duration_s = models.PositiveIntegerField(default=60)
     max_duration_s = models.PositiveIntegerField(default=24 * 3600)
     status = models.CharField(max_length=16, choices=OfferStatus.choices, default=OfferStatus.ACTIVE)
-    # Measured by benchmark jobs (dispatch issue); null until one ran.
-    score = models.FloatField(null=True, blank=True)
+    # Measured by the latest benchmark job on this offer's node (0 until one ran): whole CPU GFLOPS
+    # plus 1000 per GPU TFLOPS. An integer so keyset pages over it stay exact.
+    score = models.PositiveBigIntegerField(default=0)
+    benchmarked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -74,6 +76,7 @@ class Offer(models.Model):
             models.Index(fields=["status", "gpu_model", "price_per_gpu_hour_wei", "id"], name="offer_model_price_idx"),
             models.Index(fields=["status", "vram_gb", "id"], name="offer_vram_idx"),
             models.Index(fields=["status", "region", "price_per_gpu_hour_wei"], name="offer_region_price_idx"),
+            models.Index(fields=["status", "score", "id"], name="offer_score_idx"),
         ]
 
     def __str__(self) -> str:
