@@ -122,13 +122,15 @@ AUTH_FAILURES_PER_MINUTE = env_int("AUTH_FAILURES_PER_MINUTE", 30, minimum=1)
 
 # --- Dispatch: Celery (broker: Redis) and the Ray cluster ---------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", _REDIS_URL or "redis://127.0.0.1:6379/0")
-RAY_ADDRESS = env_str("RAY_ADDRESS", "127.0.0.1:6390")  # not 6379: that is Redis' port
-RAY_NAMESPACE = env_str("RAY_NAMESPACE", "marketplace")
+RAY_ADDRESS = env_str("RAY_ADDRESS") or "127.0.0.1:6390"  # not 6379: that is Redis' port
+RAY_NAMESPACE = env_str("RAY_NAMESPACE") or "marketplace"
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 NODE_HEARTBEAT_INTERVAL_S = env_int("NODE_HEARTBEAT_INTERVAL_S", 5, minimum=1)
 # How often the dispatcher looks at queued jobs and running runs (Celery beat).
 DISPATCH_SWEEP_S = env_int("DISPATCH_SWEEP_S", 2, minimum=1)
 MONITOR_INTERVAL_S = env_int("MONITOR_INTERVAL_S", 1, minimum=1)
+# Queue work on commit (off: jobs wait for the next sweep; the web app then never talks to Redis).
+DISPATCH_QUEUE_ENABLED = env_bool("DISPATCH_QUEUE_ENABLED", True)
 
 # Requests bigger than this are refused with 413 before Django reads them.
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES

@@ -28,6 +28,8 @@ def _fresh_cache_and_storage(settings: Any, tmp_path: Path) -> None:
     """Throttle counters and artifacts never leak between tests."""
     cache.clear()
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+    # Only the dispatch tests (which run a real broker and workers) queue work on commit.
+    settings.DISPATCH_QUEUE_ENABLED = False
 
 
 @pytest.fixture

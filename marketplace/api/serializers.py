@@ -184,7 +184,7 @@ class OfferSerializer(serializers.ModelSerializer):
         model = Offer
         fields = ["id", "node", "gpu_model", "vram_gb", "region", "gpu_count", "free_gpus",
                   "price_per_gpu_hour_wei", "price_per_gpu_hour_eth", "min_duration_s", "max_duration_s",
-                  "status", "node_status", "score", "created_at"]
+                  "status", "node_status", "score", "benchmarked_at", "created_at"]
 
     def get_price_per_gpu_hour_eth(self, offer: Offer) -> str:
         return wei_to_eth(offer.price_per_gpu_hour_wei)
@@ -235,6 +235,8 @@ class JobCreateSerializer(StrictSerializer):
     requirements = RequirementsSerializer(required=False)
     max_price_wei = WeiField(required=False, allow_null=True)
     budget_wei = WeiField(required=False)
+    queue_timeout_s = serializers.IntegerField(min_value=1, max_value=30 * 24 * 3600, required=False,
+                                               allow_null=True, help_text="Fail if unmatched this long")
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -244,8 +246,9 @@ class JobSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Job
-        fields = ["id", "kind", "state", "spec", "requirements", "max_price_wei", "budget_wei", "offer", "node",
-                  "progress", "progress_message", "result_artifact", "created_at", "updated_at", "finished_at"]
+        fields = ["id", "kind", "state", "spec", "requirements", "max_price_wei", "budget_wei", "queue_timeout_s",
+                  "offer", "node", "attempts", "progress", "progress_message", "result_artifact", "created_at",
+                  "updated_at", "finished_at"]
 
     @extend_schema_field(RequirementsSerializer)
     def get_requirements(self, job: Job) -> dict[str, Any]:

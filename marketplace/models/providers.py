@@ -41,6 +41,9 @@ class Node(models.Model):
     join_token_hash = models.CharField(max_length=64, unique=True)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
     draining = models.BooleanField(default=False)
+    # Track record, for breaking price ties when matching (kept as counters: no join at match time).
+    runs_succeeded = models.PositiveIntegerField(default=0)
+    runs_failed = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = NodeQuerySet.as_manager()

@@ -11,14 +11,16 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from marketplace import dispatch
 from marketplace.catalog import GPU_CATALOG
 from marketplace.errors import Conflict, InvalidInput, InvalidTransition, NotFound
-from marketplace.models import TERMINAL_STATES, Job, JobEvent, JobEventType, JobState
+from marketplace.models import TERMINAL_STATES, AttemptOutcome, Job, JobEvent, JobEventType, JobState
 from marketplace.models.fields import UINT256_MAX
 from workers.runtime import kinds
 
 MAX_GPUS_PER_JOB = 64
 MAX_VRAM_GB = 1024
+MAX_QUEUE_TIMEOUT_S = 30 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,12 @@ def _check_money(max_price_wei: int | None, budget_wei: int) -> None:
 @transaction.atomic
 def submit_job(
     *, owner: User, kind: str, spec: Mapping[str, Any] | None = None, requirements: Requirements | None = None,
-    max_price_wei: int | None = None, budget_wei: int | None = None,
+    max_price_wei: int | None = None, budget_wei: int | None = None, queue_timeout_s: int | None = None,
 ) -> Job:
     """Validate and record a job, then queue it for matching. Returns it in state ``queued``.
+
+    The dispatcher is told once the transaction commits; ``queue_timeout_s`` fails the job if no
+    offer matches it within that many seconds.
 
     >>> job = submit_job(owner=bob, kind="benchmark", requirements=Requirements(gpu_model="NVIDIA RTX 4090"))
     >>> job.state
@@ -79,13 +84,18 @@ def submit_job(
     checked_spec = _checked_spec(kind, spec)
     _check_requirements(requirements)
     _check_money(max_price_wei, budget)
+    if queue_timeout_s is not None and not 1 <= queue_timeout_s <= MAX_QUEUE_TIMEOUT_S:
+        raise InvalidInput(f"queue_timeout_s must be between 1 and {MAX_QUEUE_TIMEOUT_S}",
+                           code="invalid_queue_timeout", field="queue_timeout_s")
     job = Job.objects.create(
         owner=owner, kind=kind, spec=checked_spec, gpu_model=requirements.gpu_model,
         min_vram_gb=requirements.min_vram_gb, gpus=requirements.gpus, max_price_wei=max_price_wei,
-        budget_wei=budget,
+        budget_wei=budget, queue_timeout_s=queue_timeout_s, queued_at=timezone.now(),
     )
     JobEvent.objects.create(job=job, to_state=JobState.PENDING, reason="submitted")
-    return transition_job(job_id=job.pk, to_state=JobState.QUEUED, reason="waiting for a matching offer")
+    job = transition_job(job_id=job.pk, to_state=JobState.QUEUED, reason="waiting for a matching offer")
+    dispatch.enqueue_dispatch(job.pk)
+    return job
 
 
 @transaction.atomic
@@ -130,4 +140,7 @@ def cancel_job(*, owner: User, job_id: int, reason: str = "cancelled by its owne
         return job
     if job.is_terminal:
         raise Conflict(f"job {job.pk} already {job.state}", code="job_finished")
+    from marketplace.services import scheduling  # it builds on this module
+
+    scheduling.end_active_attempt(job, outcome=AttemptOutcome.CANCELLED, reason=reason)
     return transition_job(job_id=job.pk, to_state=JobState.CANCELLED, reason=reason)

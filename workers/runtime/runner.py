@@ -6,6 +6,8 @@ marketplace has stored it. The executor runs in a thread; `report` answers from 
 """
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import traceback
 from collections.abc import Callable
@@ -54,6 +56,8 @@ class JobRunner:
         self.error = ""
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # Where the run is: shown in the job's events, and how tests check the run is on its node.
+        self.where = {"host": socket.gethostname(), "pid": os.getpid()}
 
     def start(self) -> str:
         """Begin running (idempotent); returns the state."""
@@ -70,7 +74,7 @@ class JobRunner:
         with self._lock:
             state, output, error = self.state, self.output, self.error
         return RunReport(state=state, progress=fraction, message=message, logs=lines, log_offset=log_offset,
-                         output=output, error=error).to_json()
+                         output=output, error=error, extra=self.where).to_json()
 
     def _run(self) -> None:
         from workers.runtime.executors import executor_for

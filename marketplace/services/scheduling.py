@@ -1,0 +1,277 @@
+"""Matching queued jobs to offers, reserving their GPUs, and applying what runs report.
+
+Every function here is one transaction that re-reads and locks the rows it changes and checks
+their state first, so a Celery task that runs twice (redelivered after a worker died) or two
+workers racing on one job do no harm: the second finds nothing left to do.
+
+GPU reservations are conditional UPDATEs (``reserved_gpus + n <= gpu_count``), so two jobs can
+never hold the same GPUs, whatever the isolation level and even without row locks (SQLite).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from marketplace import dispatch
+from marketplace.models import AttemptOutcome, Job, JobAttempt, JobEvent, JobEventType, JobState, Node, Offer
+from marketplace.services import jobs as job_service
+from workers.runtime.spec import JobSpec, RunReport, RunState
+
+log = logging.getLogger(__name__)
+
+MATCH_CANDIDATES = 20  # cheapest offers considered per match; the rest are dearer anyway
+PROGRESS_EVENT_STEP = 0.1  # record a progress event at most every 10 %, or when the message changes
+START_TIMEOUT = timedelta(seconds=120)  # a run not started by then (its node is gone) is handed back
+ORPHAN_GRACE = timedelta(seconds=10)  # matched but not handed to Ray after this: the worker died in between
+
+
+@dataclass(frozen=True)
+class Match:
+    """A job matched to an offer: the attempt that now holds the GPUs."""
+
+    attempt_id: int
+    spec: JobSpec
+
+
+def lease_cost_wei(price_per_gpu_hour_wei: int, gpus: int, seconds: int) -> int:
+    """What ``gpus`` GPUs cost for ``seconds`` at a price per GPU-hour, rounded up to the wei.
+
+    >>> lease_cost_wei(3600, 2, 1800)
+    3600
+    """
+    return -(-price_per_gpu_hour_wei * gpus * seconds // 3600)
+
+
+def candidate_offers(job: Job, now: datetime) -> list[Offer]:
+    """Offers that fit the job, cheapest first; ties go to the node with the best track record."""
+    offers = Offer.objects.available(now).filter(
+        vram_gb__gte=job.min_vram_gb, gpu_count__gte=F("reserved_gpus") + job.gpus)
+    if job.gpu_model:
+        offers = offers.filter(gpu_model=job.gpu_model)
+    if job.max_price_wei is not None:
+        offers = offers.filter(price_per_gpu_hour_wei__lte=job.max_price_wei)
+    ordered = offers.order_by("price_per_gpu_hour_wei", F("node__runs_failed") - F("node__runs_succeeded"), "id")
+    return [offer for offer in ordered[:MATCH_CANDIDATES]
+            if lease_cost_wei(offer.price_per_gpu_hour_wei, job.gpus, offer.min_duration_s) <= job.budget_wei]
+
+
+def _reserve(offer: Offer, gpus: int) -> bool:
+    """Take ``gpus`` GPUs of the offer if they are still free; False if someone was faster."""
+    return Offer.objects.filter(pk=offer.pk, reserved_gpus__lte=F("gpu_count") - gpus).update(
+        reserved_gpus=F("reserved_gpus") + gpus) == 1
+
+
+def _release(attempt: JobAttempt) -> None:
+    if attempt.offer_id is not None:
+        Offer.objects.filter(pk=attempt.offer_id, reserved_gpus__gte=attempt.gpus).update(
+            reserved_gpus=F("reserved_gpus") - attempt.gpus)
+
+
+def spec_for(attempt: JobAttempt) -> JobSpec:
+    """What the node needs to run this attempt."""
+    job = attempt.job
+    return JobSpec(job_id=job.pk, attempt=attempt.number, kind=job.kind, spec=job.spec, gpus=attempt.gpus,
+                   node_id=attempt.node_id or 0, gpu_model=attempt.offer.gpu_model if attempt.offer else "")
+
+
+@transaction.atomic
+def match_job(job_id: int, *, now: datetime | None = None) -> Match | None:
+    """Match a queued job to the cheapest fitting offer and reserve its GPUs; None if none fits now."""
+    now = now or timezone.now()
+    job = Job.objects.select_for_update().filter(pk=job_id, state=JobState.QUEUED).first()
+    if job is None:
+        return None  # already matched, cancelled or finished: nothing to do
+    for offer in candidate_offers(job, now):
+        if _reserve(offer, job.gpus):
+            return _open_attempt(job, offer)
+    return None
+
+
+def _open_attempt(job: Job, offer: Offer) -> Match:
+    job.attempts += 1
+    job.offer, job.node = offer, offer.node
+    job.save(update_fields=["attempts", "offer", "node", "updated_at"])
+    attempt = JobAttempt.objects.create(job=job, number=job.attempts, offer=offer, node=offer.node, gpus=job.gpus,
+                                        price_per_gpu_hour_wei=offer.price_per_gpu_hour_wei)
+    job_service.transition_job(job_id=job.pk, to_state=JobState.DISPATCHED, reason=(
+        f"attempt {attempt.number}: offer {offer.pk} on node {offer.node.name} at "
+        f"{offer.price_per_gpu_hour_wei} wei per GPU-hour"))
+    attempt.job = job
+    return Match(attempt_id=attempt.pk, spec=spec_for(attempt))
+
+
+def mark_submitted(attempt_id: int) -> None:
+    JobAttempt.objects.filter(pk=attempt_id, submitted_at__isnull=True).update(submitted_at=timezone.now())
+
+
+def _locked_active(attempt_id: int) -> tuple[JobAttempt, Job] | None:
+    """The attempt and its job, locked, if the attempt is still the job's active one.
+
+    Locks the job first, then the attempt: the same order as cancellation, so the two never deadlock.
+    """
+    job_id = JobAttempt.objects.filter(pk=attempt_id).values_list("job_id", flat=True).first()
+    if job_id is None:
+        return None
+    job = Job.objects.select_for_update().get(pk=job_id)
+    attempt = JobAttempt.objects.select_for_update().filter(pk=attempt_id, outcome=AttemptOutcome.ACTIVE).first()
+    return None if attempt is None else (attempt, job)
+
+
+def _finish(attempt: JobAttempt, outcome: str, reason: str) -> None:
+    attempt.outcome, attempt.reason, attempt.finished_at = outcome, reason[:2000], timezone.now()
+    attempt.save(update_fields=["outcome", "reason", "finished_at"])
+    _release(attempt)
+
+
+@transaction.atomic
+def requeue_attempt(attempt_id: int, reason: str) -> bool:
+    """The run was lost (its node died, or it never started): free its GPUs and queue the job
+    again, or fail it once it has used up JOB_MAX_ATTEMPTS. False if the attempt was not active."""
+    locked = _locked_active(attempt_id)
+    if locked is None:
+        return False
+    attempt, job = locked
+    _finish(attempt, AttemptOutcome.LOST, reason)
+    dispatch.enqueue_stop_run(attempt.run_name)  # in case it is only unreachable, not dead
+    if job.attempts >= settings.JOB_MAX_ATTEMPTS:
+        job_service.transition_job(job_id=job.pk, to_state=JobState.FAILED,
+                                   reason=f"{reason}; gave up after {job.attempts} attempts")
+        return True
+    job_service.transition_job(job_id=job.pk, to_state=JobState.QUEUED,
+                               reason=f"{reason}; attempt {attempt.number} lost, queued again")
+    Job.objects.filter(pk=job.pk).update(queued_at=timezone.now(), progress=0.0, progress_message="")
+    dispatch.enqueue_dispatch(job.pk)
+    return True
+
+
+@transaction.atomic
+def apply_report(attempt_id: int, report: RunReport) -> str:
+    """Bring the job up to date with its run: started, progress, logs, then success or failure.
+
+    Returns what happened ("stale", "progress", "succeeded", "failed"). Reports about an attempt
+    that is no longer active (lost, cancelled) are ignored: only one attempt can ever finish a job.
+    """
+    locked = _locked_active(attempt_id)
+    if locked is None:
+        return "stale"
+    attempt, job = locked
+    if report.state != RunState.STARTING and job.state == JobState.DISPATCHED:
+        where = ", ".join(f"{key} {value}" for key, value in sorted(report.extra.items()))
+        node_name = attempt.node.name if attempt.node else "?"
+        job = job_service.transition_job(job_id=job.pk, to_state=JobState.RUNNING,
+                                         reason=f"running on node {node_name} ({where})" if where else
+                                         f"running on node {node_name}")
+        attempt.started_at = timezone.now()
+        attempt.save(update_fields=["started_at"])
+    _record_progress(job, attempt, report)
+    if report.state == RunState.SUCCEEDED:
+        _succeed(job, attempt, report.output or {})
+        return "succeeded"
+    if report.state == RunState.FAILED:
+        _fail(job, attempt, report.error or "the run failed")
+        return "failed"
+    return "progress"
+
+
+def _record_progress(job: Job, attempt: JobAttempt, report: RunReport) -> None:
+    lines = report.logs[max(0, attempt.log_offset - report.log_offset):]
+    JobEvent.objects.bulk_create(JobEvent(job=job, type=JobEventType.LOG, reason=line) for line in lines)
+    attempt.log_offset += len(lines)
+    attempt.save(update_fields=["log_offset"])
+    moved = report.progress - job.progress >= PROGRESS_EVENT_STEP or report.message != job.progress_message
+    if moved and report.state not in RunState.TERMINAL:
+        JobEvent.objects.create(job=job, type=JobEventType.PROGRESS,
+                                reason=f"{report.progress:.0%} {report.message}".strip())
+    Job.objects.filter(pk=job.pk).update(progress=report.progress, progress_message=report.message[:255])
+    job.progress, job.progress_message = report.progress, report.message[:255]
+
+
+def _succeed(job: Job, attempt: JobAttempt, output: dict[str, Any]) -> None:
+    from marketplace.services import artifacts, benchmarks
+
+    body = json.dumps(output, sort_keys=True, indent=2).encode()
+    artifact, _ = artifacts.store_artifact(owner=job.owner, chunks=[body], name=f"job-{job.pk}-result.json",
+                                           content_type="application/json")
+    Job.objects.filter(pk=job.pk).update(result=output, result_artifact=artifact, progress=1.0)
+    _finish(attempt, AttemptOutcome.SUCCEEDED, "succeeded")
+    _count_run(attempt, succeeded=True)
+    if job.kind == "benchmark" and attempt.node_id:
+        benchmarks.record_benchmark(node_id=attempt.node_id, output=output)
+    job_service.transition_job(job_id=job.pk, to_state=JobState.SUCCEEDED,
+                               reason=f"result stored as artifact {artifact.pk}")
+    dispatch.enqueue_stop_run(attempt.run_name)
+
+
+def _count_run(attempt: JobAttempt, *, succeeded: bool) -> None:
+    """Keep the node's track record (ties in matching go to the better one)."""
+    if attempt.node_id is not None:
+        counter = "runs_succeeded" if succeeded else "runs_failed"
+        Node.objects.filter(id=attempt.node_id).update(**{counter: F(counter) + 1})
+
+
+def _fail(job: Job, attempt: JobAttempt, error: str) -> None:
+    _finish(attempt, AttemptOutcome.FAILED, error)
+    _count_run(attempt, succeeded=False)
+    job_service.transition_job(job_id=job.pk, to_state=JobState.FAILED, reason=error[:2000])
+    dispatch.enqueue_stop_run(attempt.run_name)
+
+
+@transaction.atomic
+def fail_attempt(attempt_id: int, reason: str) -> bool:
+    """The run cannot work anywhere (for instance the node has no executor for the kind)."""
+    locked = _locked_active(attempt_id)
+    if locked is None:
+        return False
+    attempt, job = locked
+    _fail(job, attempt, reason)
+    return True
+
+
+def end_active_attempt(job: Job, *, outcome: str, reason: str) -> JobAttempt | None:
+    """Close the job's active attempt, if any, freeing its GPUs and stopping its run (in the caller's
+    transaction: used by cancellation)."""
+    attempt = JobAttempt.objects.select_for_update().filter(job=job, outcome=AttemptOutcome.ACTIVE).first()
+    if attempt is None:
+        return None
+    _finish(attempt, outcome, reason)
+    dispatch.enqueue_stop_run(attempt.run_name)
+    return attempt
+
+
+def active_attempts(limit: int = 1000) -> list[JobAttempt]:
+    """Attempts whose runs the monitor should look at (oldest first)."""
+    return list(JobAttempt.objects.filter(outcome=AttemptOutcome.ACTIVE).select_related("job", "offer", "node")
+                .order_by("id")[:limit])
+
+
+def unstarted_too_long(attempt: JobAttempt, now: datetime) -> bool:
+    """Submitted long ago and still not running: its node is probably gone."""
+    return attempt.started_at is None and attempt.created_at < now - START_TIMEOUT
+
+
+@transaction.atomic
+def fail_timed_out_jobs(now: datetime | None = None) -> int:
+    """Fail queued jobs whose queue timeout has passed; returns how many."""
+    now = now or timezone.now()
+    failed = 0
+    for job in Job.objects.select_for_update(skip_locked=True).filter(
+            state=JobState.QUEUED, queue_timeout_s__isnull=False, queued_at__isnull=False)[:500]:
+        assert job.queued_at is not None and job.queue_timeout_s is not None
+        if job.queued_at + timedelta(seconds=job.queue_timeout_s) <= now:
+            job_service.transition_job(job_id=job.pk, to_state=JobState.FAILED,
+                                       reason=f"no offer matched within the queue timeout of {job.queue_timeout_s} s")
+            failed += 1
+    return failed
+
+
+def queued_job_ids(limit: int = 500) -> list[int]:
+    return list(Job.objects.filter(state=JobState.QUEUED).order_by("queued_at", "id").values_list("id", flat=True)
+                [:limit])
