@@ -8,14 +8,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
+REDIS_PORT ?= 6379
+RAY_PORT ?= 6390
 PYTEST_ARGS ?=
 
 # Debian packages the tests need: a PostgreSQL server, a browser for the page tests, `ip` for the
-# loopback-only namespace.
-TEST_PACKAGES := postgresql chromium iproute2
-TEST_COMMANDS := /usr/lib/postgresql /usr/bin/chromium /usr/sbin/ip
+# loopback-only namespace, Redis for Celery.
+TEST_PACKAGES := postgresql chromium iproute2 redis-server
+TEST_COMMANDS := /usr/lib/postgresql /usr/bin/chromium /usr/sbin/ip /usr/bin/redis-server
 
-.PHONY: run test install system-test-deps clean
+.PHONY: run test install system-test-deps system-run-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,13 +39,19 @@ system-test-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+system-run-deps:
+	@if ! command -v redis-server >/dev/null; then \
+	  if [ "$$(id -u)" -ne 0 ]; then echo "make: please install redis-server (sudo apt-get install redis-server)" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	fi
+
 # The whole suite against a throwaway PostgreSQL, inside a network namespace with only loopback.
 test: install system-test-deps
 	scripts/loopback-only scripts/with-postgres $(PY) -m pytest $(PYTEST_ARGS)
 
 # The marketplace on http://$(HOST):$(PORT)/ with demo accounts (SQLite unless DATABASE_URL is set).
-run: install
-	$(PY) scripts/run_local.py --host $(HOST) --port $(PORT)
+run: install system-run-deps
+	$(PY) scripts/run_local.py --host $(HOST) --port $(PORT) --redis-port $(REDIS_PORT) --ray-port $(RAY_PORT)
 
 clean:
 	rm -rf $(VENV) .run test-output
