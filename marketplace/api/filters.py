@@ -21,6 +21,9 @@ OFFER_ORDERINGS: dict[str, tuple[str, ...]] = {
     "-price": ("-price_per_gpu_hour_wei", "-id"),
     "vram": ("vram_gb", "id"),
     "-vram": ("-vram_gb", "-id"),
+    # Best benchmark first; never-benchmarked offers (score 0) come last. An integer column, so
+    # the keyset pages of `pagination.OfferCursorPagination` stay exact across ties.
+    "-score": ("-score", "-id"),
 }
 
 
@@ -59,7 +62,7 @@ class MyOfferFilter(OfferFilter):
 
 
 class OfferOrdering(OrderingFilter):
-    """``?ordering=price|-price|vram|-vram``; cheapest first when absent, 400 when unknown."""
+    """``?ordering=price|-price|vram|-vram|-score``; cheapest first when absent, 400 when unknown."""
 
     ordering_param = "ordering"
 

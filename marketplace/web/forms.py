@@ -22,7 +22,8 @@ from workers.runtime import kinds
 PAGE_SIZES = (25, 50, 100)  # the offer search never shows more than 100 rows a page
 ANY_MODEL = [("", "Any model")]
 OFFER_ORDERINGS = [("price", "Cheapest first"), ("-price", "Most expensive first"),
-                   ("vram", "Least VRAM first"), ("-vram", "Most VRAM first")]
+                   ("vram", "Least VRAM first"), ("-vram", "Most VRAM first"),
+                   ("-score", "Best benchmark score")]
 DURATION_UNITS = {"hours": 3600, "minutes": 60}
 
 

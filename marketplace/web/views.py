@@ -47,7 +47,7 @@ NODE_JOBS_SHOWN = 50
 JOB_EVENTS_SHOWN = 200
 #: Offer search orderings -> (column, descending); every walk ends in "id" (see web.paging).
 OFFER_ORDER_COLUMNS = {"price": ("price_per_gpu_hour_wei", False), "-price": ("price_per_gpu_hour_wei", True),
-                       "vram": ("vram_gb", False), "-vram": ("vram_gb", True)}
+                       "vram": ("vram_gb", False), "-vram": ("vram_gb", True), "-score": ("score", True)}
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from marketplace.models import Node, Offer
+from marketplace.services.benchmarks import record_benchmark
 from tests.conftest import heartbeat, make_node, make_offer
 
 OFFERS = "/api/v1/offers/"
@@ -37,7 +38,8 @@ def test_a_provider_offers_gpus_of_a_node(provider, node):
     assert {k: v for k, v in body.items() if k not in {"id", "created_at"}} == {
         "node": node["id"], "gpu_model": RTX, "vram_gb": 24, "region": "eu-west", "gpu_count": 2, "free_gpus": 2,
         "price_per_gpu_hour_wei": "1500000000000000", "price_per_gpu_hour_eth": "0.0015",
-        "min_duration_s": 600, "max_duration_s": 7200, "status": "active", "node_status": "offline", "score": None}
+        "min_duration_s": 600, "max_duration_s": 7200, "status": "active", "node_status": "offline", "score": 0,
+        "benchmarked_at": None}
     offer = Offer.objects.get(pk=body["id"])
     assert offer.provider == provider.user and int(offer.price_per_gpu_hour_wei) == 1_500_000_000_000_000
 
@@ -350,6 +352,18 @@ def test_available_drops_draining_silent_and_fully_leased_nodes(market, anon, pr
     assert names(market, anon.get(OFFERS, {"available": "true"})) == []
 
 
+def test_the_best_benchmarked_offers_come_first_and_unbenchmarked_ones_last(market, anon):
+    us = Node.objects.get(name="us")
+    record_benchmark(node_id=us.pk, output={"cpu_gflops": 40.0, "gpu": {"devices": [{"matmul_tflops": 19.5}]}})
+    record_benchmark(node_id=Node.objects.get(name="eu").pk, output={"cpu_gflops": 60.0})
+
+    response = anon.get(OFFERS, {"ordering": "-score"})
+
+    assert names(market, response) == ["l4", "a100", "h100", "rtx"]  # equal scores: the newer offer first
+    assert [offer["score"] for offer in response.json()["results"]] == [19_540, 19_540, 60, 60]
+    assert names(market, anon.get(OFFERS, {"ordering": "-score", "region": "eu-west"})) == ["h100", "rtx"]
+
+
 def test_offers_show_their_nodes_status(market, anon):
     statuses = {o["id"]: o["node_status"] for o in anon.get(OFFERS).json()["results"]}
     assert statuses[market["rtx"]["id"]] == "online" and statuses[market["a100"]["id"]] == "offline"
@@ -371,13 +385,15 @@ def test_it_refuses_a_malformed_search(market, anon, query):
 # --- cursor pages ------------------------------------------------------------------------------
 
 def bulk_offers(person: Any, node: dict[str, Any], count: int,
-                price: Callable[[int], int] = lambda i: 10**15, vram: Callable[[int], int] = lambda i: 24) -> list[int]:
-    """Many offers on one node straight into the table (the capacity rule is not the subject here)."""
+                price: Callable[[int], int] = lambda i: 10**15, vram: Callable[[int], int] = lambda i: 24,
+                score: Callable[[int], int] = lambda i: 0) -> list[int]:
+    """Many offers on one node straight into the table (the capacity rule is not the subject here;
+    nor is the score being one per node)."""
     row = Node.objects.get(pk=node["id"])
     gpu = row.gpus.get()
     created = Offer.objects.bulk_create(
         Offer(provider=person.user, node=row, gpu=gpu, gpu_model=gpu.model, vram_gb=vram(i), region=row.region,
-              gpu_count=1, price_per_gpu_hour_wei=price(i)) for i in range(count))
+              gpu_count=1, price_per_gpu_hour_wei=price(i), score=score(i)) for i in range(count))
     return [offer.pk for offer in created]
 
 
@@ -395,14 +411,15 @@ def walk(client: APIClient, query: dict[str, Any], direction: str = "next", star
 
 
 def expected_order(ordering: str) -> list[int]:
-    column = {"price": "price_per_gpu_hour_wei", "vram": "vram_gb"}[ordering.lstrip("-")]
+    column = {"price": "price_per_gpu_hour_wei", "vram": "vram_gb", "score": "score"}[ordering.lstrip("-")]
     sign = "-" if ordering.startswith("-") else ""
     return list(Offer.objects.order_by(sign + column, sign + "id").values_list("pk", flat=True))
 
 
-@pytest.mark.parametrize("ordering", ["price", "-price", "vram", "-vram"])
+@pytest.mark.parametrize("ordering", ["price", "-price", "vram", "-vram", "-score"])
 def test_walking_every_page_sees_every_offer_once_in_order(provider, node, anon, ordering):
-    bulk_offers(provider, node, 53, price=lambda i: 10**15 + (i % 7) * 10**14, vram=lambda i: [24, 48, 80][i % 3])
+    bulk_offers(provider, node, 53, price=lambda i: 10**15 + (i % 7) * 10**14, vram=lambda i: [24, 48, 80][i % 3],
+                score=lambda i: [0, 35, 164_535, 35, 0][i % 5])  # runs of ties, unbenchmarked ones among them
 
     seen = walk(anon, {"ordering": ordering, "limit": 5})
 
@@ -410,9 +427,10 @@ def test_walking_every_page_sees_every_offer_once_in_order(provider, node, anon,
     assert len(set(seen)) == 53
 
 
-@pytest.mark.parametrize("ordering", ["price", "-vram"])
+@pytest.mark.parametrize("ordering", ["price", "-vram", "-score"])
 def test_walking_back_with_previous_links_sees_the_same_offers(provider, node, anon, ordering):
-    bulk_offers(provider, node, 23, price=lambda i: 10**15 + (i % 4), vram=lambda i: [24, 80][i % 2])
+    bulk_offers(provider, node, 23, price=lambda i: 10**15 + (i % 4), vram=lambda i: [24, 80][i % 2],
+                score=lambda i: [0, 2**63 - 1, 40][i % 3])
     forward_pages = []
     response = anon.get(OFFERS, {"ordering": ordering, "limit": 4})
     while True:
@@ -428,9 +446,9 @@ def test_walking_back_with_previous_links_sees_the_same_offers(provider, node, a
     assert len(backward) == len(set(backward))
 
 
-@pytest.mark.parametrize("ordering", ["price", "vram"])
+@pytest.mark.parametrize("ordering", ["price", "vram", "-score"])
 def test_pages_stay_whole_across_a_long_run_of_equal_prices(provider, node, anon, ordering):
-    bulk_offers(provider, node, 1234)  # one price, one VRAM size: every row ties on the sort column
+    bulk_offers(provider, node, 1234)  # one price, one VRAM size, no score: every row ties on the sort column
 
     seen = walk(anon, {"ordering": ordering, "limit": 100})
 
@@ -463,7 +481,7 @@ def forged(position: str) -> str:
     return base64.b64encode(f"p={position}".encode()).decode()
 
 
-@pytest.mark.parametrize("ordering", ["price", "-vram"])
+@pytest.mark.parametrize("ordering", ["price", "-vram", "-score"])
 @pytest.mark.parametrize("cursor", [
     "not-base64!", base64.b64encode(b"o=-1").decode(), base64.b64encode(b"r=x").decode(), forged("abc"),
     forged("5"), forged("5_"), forged("_5"), forged("1.5_3"), forged("-1_3"), forged("5_-3"),
@@ -478,7 +496,7 @@ def test_a_forged_or_broken_cursor_is_not_found_not_a_crash(provider, node, anon
     assert response.json() == {"code": "not_found", "detail": "Invalid cursor"}
 
 
-@pytest.mark.parametrize("ordering", ["price", "-price", "vram", "-vram"])
+@pytest.mark.parametrize("ordering", ["price", "-price", "vram", "-vram", "-score"])
 def test_a_cursor_past_every_row_gives_an_empty_last_page(provider, node, anon, ordering):
     bulk_offers(provider, node, 3)
     beyond = "0_1" if ordering.startswith("-") else f"{2**256 - 1}_1"
@@ -489,10 +507,21 @@ def test_a_cursor_past_every_row_gives_an_empty_last_page(provider, node, anon, 
     assert response.json()["results"] == [] and response.json()["next"] is None
 
 
+@pytest.mark.parametrize("value", [2**63 - 1, 2**63, 2**255])
+def test_a_score_cursor_above_every_score_starts_from_the_best(provider, node, anon, value):
+    """Scores are bigints; a cursor past that range (forged, or from a wider column) is no crash."""
+    created = bulk_offers(provider, node, 4, score=lambda i: [5, 2**63 - 1, 7, 0][i])
+
+    response = anon.get(OFFERS, {"cursor": forged(f"{value}_{created[-1] + 1}"), "ordering": "-score"})
+
+    assert ids(response) == [created[i] for i in (1, 2, 0, 3)]
+
+
 SEARCHES: list[tuple[str, dict[str, Any]]] = [
     ("anon", {"limit": 100}),
     ("anon", {"limit": 100, "available": "true", "min_gpus": 1, "ordering": "-vram"}),
     ("developer", {"limit": 100, "max_price_wei": 10**18, "ordering": "-price"}),
+    ("anon", {"limit": 100, "ordering": "-score"}),
     ("provider", {"limit": 100, "mine": "true", "status": "active"}),
 ]
 

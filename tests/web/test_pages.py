@@ -4,6 +4,7 @@ without writing anything."""
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone as dt_timezone
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from pytest_django.asserts import assertContains, assertNotContains, assertRedir
 from rest_framework.authtoken.models import Token
 
 from marketplace.models import Account, Job, JobState, Node, NodeGpu, Offer, OfferStatus
-from marketplace.services import jobs, nodes, offers
+from marketplace.services import benchmarks, jobs, nodes, offers
 from marketplace.services.nodes import hash_join_token
 from tests.conftest import PASSWORD
 from tests.web.conftest import RTX_4090, node_for, offer_on, signed_in
@@ -411,6 +412,21 @@ def test_the_offer_search_filters_like_the_api(client: Client, market: dict[str,
     assert listed_ids(client.get("/offers/", query)) == [market[name].pk for name in expected]
 
 
+def test_the_search_sorts_by_benchmark_score_and_shows_it(client: Client, market: dict[str, Offer]) -> None:
+    page = text(client.get("/offers/"))
+    assert '<option value="-score">Best benchmark score</option>' in page
+    assert f'<tr id="offer-{market["cheap"].pk}">' in page and 'title="Not benchmarked yet">—</td>' in page
+
+    # The newer H200 offer would come first on a tie; the eu node's benchmark puts its 4090s first.
+    benchmarks.record_benchmark(node_id=market["cheap"].node_id, output={"cpu_gflops": 41.7},
+                                now=datetime(2025, 3, 1, 12, 0, tzinfo=dt_timezone.utc))
+    response = client.get("/offers/", {"ordering": "-score"})
+
+    assert listed_ids(response) == [market["cheap"].pk, market["h200"].pk]
+    assertContains(response, '<option value="-score" selected>Best benchmark score</option>', html=False)
+    assertContains(response, 'title="Benchmarked 2025-03-01 12:00 UTC">42</td>')
+
+
 def test_a_search_without_matches_says_so(client: Client, market: dict[str, Offer]) -> None:
     response = client.get("/offers/", {"gpu_model": "NVIDIA T4"})
     assert listed_ids(response) == []
@@ -440,12 +456,14 @@ def test_bad_search_values_show_a_message_never_a_500(client: Client, market: di
     ("price", ("price_per_gpu_hour_wei", "id")),
     ("-price", ("-price_per_gpu_hour_wei", "-id")),
     ("-vram", ("-vram_gb", "-id")),  # every offer ties on VRAM: the id decides
+    ("-score", ("-score", "-id")),
 ])
 def test_the_offer_search_pages_with_next_and_previous_links(client: Client, provider: Any, ordering: str,
                                                              order_by: tuple[str, str]) -> None:
     node = node_for(provider, gpus=[nodes.GpuDeclaration(RTX_4090, 60)])
     for i in range(60):
-        offer_on(provider, node, price=10**15 + (i % 7))  # ties on price too
+        offer = offer_on(provider, node, price=10**15 + (i % 7))  # ties on price too
+        Offer.objects.filter(pk=offer.pk).update(score=[0, 35, 164_535][i % 3])  # and on score
     expected = list(Offer.objects.order_by(*order_by).values_list("pk", flat=True))
     seen: list[int] = []
     pages: list[list[int]] = []
@@ -518,6 +536,8 @@ def test_submitting_a_job_queues_it_and_shows_its_events(developer_web: Client, 
 @pytest.mark.parametrize(("data", "field", "message"), [
     ({"spec": "{not json"}, "spec", "Not valid JSON"),
     ({"spec": '{"measurements": ["vibes"]}'}, "spec", "spec[&#x27;measurements&#x27;][0]"),
+    ({"spec": '{"duration_s": 601}'}, "spec", "spec[&#x27;duration_s&#x27;]: 601 is greater than the maximum"),
+    ({"spec": '{"duration_s": NaN}'}, "spec", "spec[&#x27;duration_s&#x27;]: nan is not a finite number"),
     ({"kind": "evm_block"}, "kind", "Select a valid choice"),
     ({"gpus": "0"}, "gpus", "greater than or equal to 1"),
     ({"budget_wei": "0"}, "budget_wei", "budget_wei must be a positive integer"),

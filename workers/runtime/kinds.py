@@ -9,6 +9,7 @@ kind here. New kinds call `register` at import time of this module's siblings.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,7 +83,26 @@ def validate_spec(kind_name: str, spec: object) -> dict[str, Any]:
         path = "spec" + "".join(f"[{part!r}]" for part in error.absolute_path)
         raise InvalidSpec(f"{path}: {error.message}", path)
     assert isinstance(spec, dict)  # the schemas all demand an object
+    _refuse_non_finite(spec)
     return {**kind.default_spec, **spec}
+
+
+def _refuse_non_finite(spec: dict[str, Any]) -> None:
+    """Raise `InvalidSpec` for a NaN or infinity anywhere in ``spec``.
+
+    Python's JSON reader (the web form's) accepts ``NaN``, and NaN passes every ``minimum`` and
+    ``maximum`` of a schema since it compares false with everything; PostgreSQL's jsonb then
+    refuses to store it. Walked with a stack: specs nest as deep as their schema lets them.
+    """
+    stack: list[tuple[str, Any]] = [("spec", spec)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidSpec(f"{path}: {value} is not a finite number", path)
+        if isinstance(value, dict):
+            stack.extend((f"{path}[{key!r}]", item) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
 
 
 BENCHMARK_MEASUREMENTS = ("cpu_gflops", "memory_bandwidth", "gpu")
@@ -99,7 +119,14 @@ register(
                     "items": {"enum": list(BENCHMARK_MEASUREMENTS)},
                     "uniqueItems": True,
                     "description": "Which measurements to take; empty means all.",
-                }
+                },
+                "duration_s": {
+                    "type": "number",
+                    "minimum": 0.1,
+                    "maximum": 600,
+                    "default": 1.5,
+                    "description": "Seconds the measurements run in total; longer gives steadier figures.",
+                },
             },
             "additionalProperties": False,
         },
