@@ -164,6 +164,41 @@ class HeartbeatSerializer(StrictSerializer):
     draining = serializers.BooleanField(default=False)
 
 
+class HeartbeatReplySerializer(NodeSerializer):
+    """The node as the heartbeat left it, and how many jobs it still holds (a drain ends at 0)."""
+
+    active_jobs = serializers.SerializerMethodField()
+
+    class Meta(NodeSerializer.Meta):
+        fields = [*NodeSerializer.Meta.fields, "active_jobs"]
+
+    def get_active_jobs(self, node: Node) -> int:
+        return int(self.context["active_jobs"])
+
+
+class DetectedGpuSerializer(StrictSerializer):
+    """A GPU group as the agent's NVML detection reports it: any model name, not only the catalog's."""
+
+    model = serializers.CharField(max_length=128)
+    vram_gb = serializers.IntegerField(min_value=0, max_value=4096)
+    count = serializers.IntegerField(min_value=1, max_value=64)
+
+
+class JoinSerializer(StrictSerializer):
+    gpus = DetectedGpuSerializer(many=True, max_length=64, help_text="What the agent detected; [] for none")
+    hostname = serializers.CharField(max_length=255, required=False, allow_blank=True)
+
+
+class JoinReplySerializer(serializers.Serializer):
+    node_id = serializers.IntegerField()
+    name = serializers.CharField()
+    ray_address = serializers.CharField(help_text="The Ray head the node joins (host:port)")
+    resources = serializers.DictField(child=serializers.FloatField(),
+                                      help_text="Ray custom resources the node starts with")
+    heartbeat_interval_s = serializers.IntegerField()
+    gpus = NodeGpuSerializer(many=True, help_text="The declared GPUs, verified or not by this join")
+
+
 class NodeJobSerializer(serializers.ModelSerializer):
     """What a provider may see of a job its node ran: not the developer's spec or result."""
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
@@ -26,6 +27,7 @@ from marketplace.errors import NotFound
 from marketplace.models import Artifact, Job, JobState, Node, Offer, OfferStatus
 from marketplace.services import accounts, artifacts, jobs, nodes, offers
 from workers.runtime import kinds
+from workers.runtime.resources import node_resources
 
 ERRORS = {code: OpenApiResponse(s.ErrorSerializer, description=text) for code, text in {
     400: "Bad input", 401: "Not authenticated", 403: "Not allowed for this role", 404: "Not found",
@@ -168,14 +170,31 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         page = self.paginate_queryset(Job.objects.filter(node=node).order_by("-id"))
         return self.get_paginated_response(s.NodeJobSerializer(page, many=True).data)
 
-    @extend_schema(request=s.HeartbeatSerializer, responses={200: s.NodeSerializer, **errors(400, 401, 429)},
-                   summary="Heartbeat from a node's agent (Authorization: Node <join token>)")
+    @extend_schema(request=s.HeartbeatSerializer, responses={200: s.HeartbeatReplySerializer,
+                   **errors(400, 401, 429)}, summary="Heartbeat from a node's agent (Authorization: Node <join token>)")
     @action(detail=False, methods=["post"], authentication_classes=[NodeTokenAuthentication],
             permission_classes=[IsAuthenticated], throttle_classes=[NodeHeartbeatThrottle], url_path="heartbeat")
     def heartbeat(self, request: Request) -> Response:
         data = valid(s.HeartbeatSerializer, request)
         node = nodes.record_heartbeat(node=request.auth, draining=data["draining"])
-        return Response(s.NodeSerializer(node, context=self.get_serializer_context()).data)
+        context = {**self.get_serializer_context(), "active_jobs": nodes.active_job_count(node)}
+        return Response(s.HeartbeatReplySerializer(node, context=context).data)
+
+    @extend_schema(request=s.JoinSerializer, responses={200: s.JoinReplySerializer, **errors(400, 401, 429)},
+                   summary="A node's agent joins: its detected GPUs verify the declared ones; the answer says "
+                           "which Ray cluster to join with which resources (Authorization: Node <join token>)")
+    @action(detail=False, methods=["post"], authentication_classes=[NodeTokenAuthentication],
+            permission_classes=[IsAuthenticated], throttle_classes=[NodeHeartbeatThrottle], url_path="join")
+    def join(self, request: Request) -> Response:
+        data = valid(s.JoinSerializer, request)
+        detected = [nodes.GpuDeclaration(model=gpu["model"], count=gpu["count"], vram_gb=gpu["vram_gb"])
+                    for gpu in data["gpus"]]
+        node = nodes.join_node(node=request.auth, detected=detected, hostname=data.get("hostname", ""))
+        gpus = list(node.gpus.order_by("model"))
+        return Response(s.JoinReplySerializer({
+            "node_id": node.pk, "name": node.name, "ray_address": settings.RAY_ADDRESS,
+            "resources": node_resources(node.pk, {gpu.model: gpu.count for gpu in gpus}),
+            "heartbeat_interval_s": settings.NODE_HEARTBEAT_INTERVAL_S, "gpus": gpus}).data)
 
 
 def _int_id(pk: str) -> int:

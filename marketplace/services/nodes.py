@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 from collections.abc import Sequence
@@ -14,8 +15,10 @@ from django.utils import timezone
 
 from marketplace.catalog import GPU_CATALOG
 from marketplace.errors import Conflict, Forbidden, InvalidInput, NotFound
-from marketplace.models import Node, NodeGpu, Offer
+from marketplace.models import Job, JobState, Node, NodeGpu, Offer
 from marketplace.services.accounts import account_of
+
+log = logging.getLogger(__name__)
 
 JOIN_TOKEN_PREFIX = "node_"
 MAX_GPUS_PER_NODE = 64
@@ -160,3 +163,36 @@ def record_heartbeat(*, node: Node, draining: bool = False, now: datetime | None
     Node.objects.filter(pk=node.pk).update(last_heartbeat_at=now, draining=draining)
     node.last_heartbeat_at, node.draining = now, draining
     return node
+
+
+# Jobs the node holds: a draining agent waits until none is left before it leaves the cluster.
+ACTIVE_JOB_STATES = (JobState.DISPATCHED, JobState.RUNNING)
+
+
+@transaction.atomic
+def join_node(*, node: Node, detected: Sequence[GpuDeclaration], hostname: str = "",
+              now: datetime | None = None) -> Node:
+    """The node's agent (re)joined: check its declared GPUs against what the agent detected, and
+    count the join as a heartbeat (a join also ends a drain).
+
+    A declared group is verified iff a detected group has the same model and at least the
+    declared count; anything else (fewer, another model, no GPUs at all) leaves it unverified.
+    Detected models may be any string: NVML can report models the catalog does not list.
+
+    >>> join_node(node=node, detected=[GpuDeclaration("NVIDIA RTX 4090", 2, vram_gb=24)])
+    """
+    found: dict[str, int] = {}
+    for gpu in detected:
+        found[gpu.model] = found.get(gpu.model, 0) + gpu.count
+    for group in NodeGpu.objects.select_for_update().filter(node=node):
+        verified = found.get(group.model, 0) >= group.count
+        if group.verified != verified:
+            group.verified = verified
+            group.save(update_fields=["verified"])
+    log.info("node %s joined from %r; detected GPUs: %s", node.pk, hostname, found or "none")
+    return record_heartbeat(node=node, draining=False, now=now)
+
+
+def active_job_count(node: Node) -> int:
+    """How many of the node's jobs are dispatched or running."""
+    return Job.objects.filter(node=node, state__in=ACTIVE_JOB_STATES).count()
