@@ -183,6 +183,7 @@ class Agent:
             return EXIT_REFUSED
         except cluster.NodeStartError as exc:
             log.error("could not start the Ray worker node: %s", exc)
+            self.say_leaving()
             return EXIT_NODE_FAILED
         finally:
             if self.node is not None and self.node.alive():
@@ -222,7 +223,7 @@ class Agent:
         while not self.stopping.is_set():
             if not self.node.alive():
                 log.error("the Ray node exited with %s; leaving (see %s)", self.node.returncode, self.node.log_path)
-                self.beat(draining=True)
+                self.say_leaving()
                 return EXIT_NODE_FAILED
             if time.monotonic() >= next_beat:
                 self.beat(draining=False)
@@ -258,6 +259,14 @@ class Agent:
         except ApiUnavailable as exc:
             log.warning("heartbeat failed: %s", exc)
             return None
+
+
+    def say_leaving(self) -> None:
+        """Best effort, on the way out after a failure: no new work for this node meanwhile."""
+        try:
+            self.api.heartbeat(draining=True)
+        except ApiError as exc:
+            log.warning("could not tell the marketplace the node is leaving: %s", exc)
 
 
 def _port_of(address: str) -> int:

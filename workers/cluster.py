@@ -165,7 +165,8 @@ def start_head(*, port: int = DEFAULT_PORT, temp_dir: Path | str, num_cpus: int 
     """Start a head node and return once it accepts nodes and drivers.
 
     ``num_cpus=0`` (the default) keeps every job off the head. ``die_with_parent``: the node
-    gets SIGTERM if the calling thread's process dies (for foreground supervisors).
+    gets SIGTERM when the calling thread ends, even by SIGKILL (Linux's PR_SET_PDEATHSIG follows
+    the thread, not the process: use it from a supervisor's main thread, as the agent does).
 
     >>> head = start_head(port=6390, temp_dir="/tmp/ray-market")
     >>> head.address
@@ -185,7 +186,7 @@ def start_worker(*, address: str, resources: Mapping[str, float], num_cpus: int,
                  host: str = DEFAULT_HOST, die_with_parent: bool = False,
                  start_timeout_s: float = START_TIMEOUT_S) -> RayNode:
     """Join a worker node with these custom resources to the cluster at ``address``; return once
-    it has joined.
+    it has joined. ``die_with_parent``: as for `start_head`.
 
     >>> start_worker(address="127.0.0.1:6390", resources={"node:7": 100.0, "gpu_model:nvidia-l4": 1.0},
     ...              num_cpus=8, temp_dir="/tmp/ray-market")
@@ -286,14 +287,16 @@ def _wait_started(node: RayNode, timeout_s: float) -> None:
 
 
 def _tail(path: Path, lines: int = 15) -> str:
+    """The end of a node's log, without Ray's repeated "no route to 8.8.8.8" warnings (see above)."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = path.read_text(errors="replace")
     except OSError:
         return ""
+    return "\n".join([line for line in text.splitlines() if "external connectivity" not in line][-lines:])
 
 
 def _death_signal_setter() -> Callable[[], None] | None:
-    """What the child runs before exec to get SIGTERM when this thread's process ends (Linux
+    """What the child runs before exec to get SIGTERM when the thread starting it ends (Linux
     prctl PR_SET_PDEATHSIG). Looked up here, in the parent: a child of a threaded parent must
     not import anything between fork and exec."""
     try:

@@ -112,7 +112,8 @@ def join_and_wait_online(start_agent: Any, live_server: Any, head: cluster.RayNo
                          token: str) -> AgentProcess:
     agent = start_agent(live_server.url, token, *agent_args(head))
     try:
-        cluster.wait_for_nodes(head.address, 1, timeout_s=40, resource=f"node:{node.pk}")
+        wait_until(lambda: "node is up" in agent.output(), 40, "the agent to start its Ray node")
+        cluster.wait_for_nodes(head.address, 1, timeout_s=10, resource=f"node:{node.pk}")
         # The join counts as a heartbeat, but the Ray node takes longer to start than the short
         # timeout here: wait for the heartbeats that follow it.
         wait_until(lambda: status_of(node) == "online", 10, "the node to turn online")
@@ -164,6 +165,19 @@ def test_an_agent_joins_heartbeats_drains_on_sigterm_and_rejoins(live_server, ra
     assert again.popen.wait(timeout=20) == 0
     assert "drained: no active jobs" in again.output()
     print(f"\nthe agent joined and turned the node online in {joined_in:.1f} s; left in {left_in:.1f} s")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_agent_whose_ray_node_dies_says_so_and_exits_non_zero(live_server, ray_head, provider_node,
+                                                                 start_agent) -> None:
+    node, token = provider_node
+    agent = join_and_wait_online(start_agent, live_server, ray_head, node, token)
+
+    _kill_ray_node_of(node.pk)
+
+    assert agent.popen.wait(timeout=15) == 1
+    assert "the Ray node exited with" in agent.output()
+    assert status_of(node) == "draining"  # told the marketplace on the way out
 
 
 @pytest.mark.django_db(transaction=True)

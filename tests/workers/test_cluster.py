@@ -135,6 +135,20 @@ def test_ray_runs_with_a_home_that_stops_the_cloud_probe_and_without_the_callers
     assert head_env["RAY_health_check_failure_threshold"] == "3"
 
 
+def test_with_that_home_rays_usage_module_asks_no_cloud_metadata_service(ray_cluster: Cluster, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ray._common.usage import usage_lib
+
+    asked: list[str] = []
+    monkeypatch.setattr(usage_lib, "get_cloud_from_metadata_requests", lambda: asked.append("probe") or "unknown")
+
+    report = usage_lib.get_cluster_config_to_report(str(ray_cluster.temp_dir / "home" / "ray_bootstrap_config.yaml"))
+
+    assert report.cloud_provider == "local" and asked == []
+    usage_lib.get_cluster_config_to_report(str(tmp_path / "ray_bootstrap_config.yaml"))  # a HOME without it
+    assert asked == ["probe"]
+
+
 def _retitled(pid: int) -> bool:
     return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::")
 
