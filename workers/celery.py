@@ -39,6 +39,7 @@ app.conf.update(
     # A web request must never hang on a broker outage: one quick retry, then the sweep takes over.
     task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2},
     worker_hijack_root_logger=False,
+    worker_redirect_stdouts=False,  # Ray's driver needs real file descriptors for stdout/stderr
     worker_send_task_events=False,
     beat_schedule_filename=os.environ.get("CELERY_BEAT_SCHEDULE", "/tmp/market-celerybeat-schedule"),
 )

@@ -244,6 +244,10 @@ def stack(django_db_setup: None, django_db_blocker: Any) -> Iterator[Stack]:
         for proc in stack.procs.values() if "stack" in locals() else []:
             proc.stop()
         shutil.rmtree(ray_temp, ignore_errors=True)
+        with django_db_blocker.unblock():
+            from django.core.management import call_command
+
+            call_command("flush", interactive=False, verbosity=0)  # later tests expect empty tables
         print(f"dispatch logs kept in {logs}")
 
 

@@ -13,7 +13,9 @@ import pytest
 
 from tests.dispatch.conftest import HEARTBEAT_TIMEOUT_S, Stack, wait_until
 
-pytestmark = pytest.mark.dispatch
+# django_db (not transactional): each test only reads; what the stack's processes and the module
+# fixture wrote is committed and stays for the whole module.
+pytestmark = [pytest.mark.dispatch, pytest.mark.django_db]
 
 A100 = "NVIDIA A100 40GB"
 RTX = "NVIDIA RTX 4090"
