@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
@@ -16,6 +15,7 @@ from django.utils import timezone
 from marketplace.models import JobAttempt
 from marketplace.services import scheduling
 from workers import ray_client
+from workers.celery import app
 from workers.runtime.spec import RunState
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def _start_matched(match: scheduling.Match) -> None:
     scheduling.mark_submitted(match.attempt_id)
 
 
-@shared_task(name="market.dispatch_job")
+@app.task(name="market.dispatch_job")
 def dispatch_job(job_id: int) -> str:
     """Match a queued job to an offer, reserve its GPUs, and start it on that node."""
     match = scheduling.match_job(job_id)
@@ -61,7 +61,7 @@ def dispatch_job(job_id: int) -> str:
     return match.spec.run_name
 
 
-@shared_task(name="market.sweep_queue")
+@app.task(name="market.sweep_queue")
 def sweep_queue() -> int:
     """Fail jobs past their queue timeout and try to match every queued job (capacity may have
     appeared, or a dispatch message was lost). Returns how many jobs were matched."""
@@ -78,7 +78,7 @@ def sweep_queue() -> int:
         return matched
 
 
-@shared_task(name="market.monitor_runs")
+@app.task(name="market.monitor_runs")
 def monitor_runs() -> int:
     """Bring every active run's job up to date: started, progress, logs, result, or lost."""
     with _single("monitor_runs", ttl_s=60) as mine:
@@ -117,7 +117,7 @@ def _resubmit_orphans(attempts: list[JobAttempt]) -> None:
             _start_matched(scheduling.Match(attempt_id=attempt.pk, spec=scheduling.spec_for(attempt)))
 
 
-@shared_task(name="market.stop_run")
+@app.task(name="market.stop_run")
 def stop_run(run_name: str) -> bool:
     """Stop a run on its node (idempotent: a run already gone is fine)."""
     _ray()

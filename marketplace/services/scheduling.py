@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 MATCH_CANDIDATES = 20  # cheapest offers considered per match; the rest are dearer anyway
 PROGRESS_EVENT_STEP = 0.1  # record a progress event at most every 10 %, or when the message changes
-START_TIMEOUT = timedelta(seconds=120)  # a run not started by then (its node is gone) is handed back
+START_TIMEOUT = timedelta(seconds=60)  # a run not started by then (its node is gone) is handed back
 ORPHAN_GRACE = timedelta(seconds=10)  # matched but not handed to Ray after this: the worker died in between
 
 
@@ -141,6 +141,9 @@ def requeue_attempt(attempt_id: int, reason: str) -> bool:
     attempt, job = locked
     _finish(attempt, AttemptOutcome.LOST, reason)
     dispatch.enqueue_stop_run(attempt.run_name)  # in case it is only unreachable, not dead
+    # Its node lost a run: treat it as offline until its agent heartbeats again, so the retry does
+    # not land on a machine that just died while its last heartbeat still looks fresh.
+    Node.objects.filter(id=attempt.node_id or 0).update(last_heartbeat_at=None)
     if job.attempts >= settings.JOB_MAX_ATTEMPTS:
         job_service.transition_job(job_id=job.pk, to_state=JobState.FAILED,
                                    reason=f"{reason}; gave up after {job.attempts} attempts")
