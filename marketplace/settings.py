@@ -125,6 +125,8 @@ AUTH_FAILURES_PER_MINUTE = env_int("AUTH_FAILURES_PER_MINUTE", 30, minimum=1)
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", _REDIS_URL or "redis://127.0.0.1:6379/0")
 RAY_ADDRESS = env_str("RAY_ADDRESS") or "127.0.0.1:6390"  # not 6379: that is Redis' port
 RAY_NAMESPACE = env_str("RAY_NAMESPACE") or "marketplace"
+# This process's address as the Ray cluster sees it (a container's own IP under Compose).
+RAY_NODE_IP = env_str("RAY_NODE_IP") or "127.0.0.1"
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 NODE_HEARTBEAT_INTERVAL_S = env_int("NODE_HEARTBEAT_INTERVAL_S", 5, minimum=1)
 # How often the dispatcher looks at queued jobs and running runs (Celery beat).

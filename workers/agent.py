@@ -38,6 +38,8 @@ from workers import cluster, gpu
 log = logging.getLogger("workers.agent")
 
 TOKEN_ENV = "MARKET_NODE_TOKEN"
+PROVIDER_TOKEN_ENV = "MARKET_PROVIDER_TOKEN"
+DECLARE_ENV = "MARKET_DECLARE_GPUS"
 REQUEST_TIMEOUT_S = 10.0
 BACKOFF_S = (1, 2, 4, 8, 15, 30)
 EXIT_OK, EXIT_NODE_FAILED, EXIT_REFUSED = 0, 1, 2
@@ -141,6 +143,47 @@ def _detail(response: requests.Response) -> str:
     return str(body.get("detail", body)) if isinstance(body, dict) else str(body)
 
 
+def register_node(url: str, provider_token: str, *, name: str, region: str, num_cpus: int,
+                  gpus: list[gpu.DetectedGpu]) -> str:
+    """Register this machine as a new node of the provider whose API token is given; returns the
+    node's join token. Used by scaled provider containers, which have no node of their own yet.
+    A taken name gets a random suffix (a restarted container keeps its hostname)."""
+    if not gpus:
+        raise ApiRefused(f"no GPUs detected and none declared; set {DECLARE_ENV}=\"MODEL:COUNT,...\"", 400)
+    session = requests.Session()
+    session.headers["Authorization"] = f"Token {provider_token}"
+    ram_gb = max(1, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**30)
+    for candidate in (name, f"{name}-{os.urandom(3).hex()}"):
+        body: dict[str, Any] = {"name": candidate[:64], "region": region, "cpu_cores": num_cpus, "ram_gb": ram_gb,
+                "gpus": [{"model": g.model, "count": g.count} for g in gpus]}
+        try:
+            response = session.post(f"{api_root(url)}/nodes/", json=body, timeout=REQUEST_TIMEOUT_S)
+        except requests.RequestException as exc:
+            raise ApiUnavailable(f"cannot reach the marketplace API ({_reason(exc)})") from None
+        if response.status_code == 201:
+            log.info("registered as a new node %r", candidate)
+            return str(response.json()["join_token"])
+        if response.status_code != 409:
+            raise ApiRefused(f"registering the node failed with {response.status_code}: {_detail(response)}",
+                             response.status_code)
+    raise ApiRefused("could not find a free node name", 409)
+
+
+def declared_gpus(text: str) -> list[gpu.DetectedGpu]:
+    """GPUs given as ``"NVIDIA RTX 4090:2,NVIDIA A100 40GB:1"`` (for machines NVML cannot see into).
+
+    >>> declared_gpus("NVIDIA RTX 4090:2")[0].count
+    2
+    """
+    gpus = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        model, _, count = item.rpartition(":")
+        if not model or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"cannot read {item!r}: expected MODEL:COUNT")
+        gpus.append(gpu.DetectedGpu(model=model.strip(), vram_gb=0, count=int(count)))
+    return gpus
+
+
 # --- the agent ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -150,6 +193,7 @@ class Options:
     ray_address: str | None  # None: the address the API gives
     node_ip: str
     drain_timeout_s: float
+    health_file: Path | None = None  # touched after each heartbeat that got through
 
 
 class Agent:
@@ -255,10 +299,13 @@ class Agent:
         """One heartbeat. An unavailable API is logged and survived (the next one may get
         through); a refusal (ApiRefused: the node was deleted, say) ends the agent."""
         try:
-            return self.api.heartbeat(draining)
+            reply = self.api.heartbeat(draining)
         except ApiUnavailable as exc:
             log.warning("heartbeat failed: %s", exc)
             return None
+        if self.options.health_file is not None:  # container health checks look at its age
+            self.options.health_file.touch()
+        return reply
 
 
     def say_leaving(self) -> None:
@@ -294,8 +341,29 @@ def _parser() -> argparse.ArgumentParser:
     join.add_argument("--temp-dir", type=Path, help="Ray's temp dir, short (default /tmp/ray-<uid>-<port>)")
     join.add_argument("--node-ip", default=cluster.DEFAULT_HOST, help="this node's address as the cluster sees it")
     join.add_argument("--drain-timeout", type=float, default=300.0, help="seconds to wait for jobs on leaving")
+    join.add_argument("--health-file", type=Path, help="a file touched after every heartbeat that got through")
+    join.add_argument("--region", default="default", help="region of a node registered with a provider token")
     join.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     return parser
+
+
+def _join_token(args: argparse.Namespace) -> str:
+    """The node's join token: given, or got by registering this machine with a provider token.
+    Both are popped from the environment: nothing started from here (Ray, jobs) inherits them."""
+    from_env, provider_token = os.environ.pop(TOKEN_ENV, ""), os.environ.pop(PROVIDER_TOKEN_ENV, "")
+    if args.token or from_env:
+        return str(args.token or from_env)
+    if not provider_token:
+        log.error("no join token: set %s (or pass --token), or %s to register this machine", TOKEN_ENV,
+                  PROVIDER_TOKEN_ENV)
+        return ""
+    try:
+        gpus = gpu.detect_gpus() or declared_gpus(os.environ.get(DECLARE_ENV, ""))
+        return register_node(args.api, provider_token, name=socket.gethostname(), region=args.region,
+                             num_cpus=args.num_cpus, gpus=gpus)
+    except (ApiError, ValueError) as exc:
+        log.error("%s", exc)
+        return ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,14 +371,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s agent: %(message)s")
     logging.getLogger("urllib3").setLevel(logging.WARNING)  # its debug lines carry URLs and nothing useful
-    from_env = os.environ.pop(TOKEN_ENV, "")  # popped: nothing started from here inherits it
-    token = args.token or from_env
+    token = _join_token(args)
     if not token:
-        log.error("no join token: set %s (or pass --token)", TOKEN_ENV)
         return EXIT_REFUSED
     agent = Agent(MarketApi(args.api, token), Options(
         num_cpus=args.num_cpus, temp_dir=args.temp_dir, ray_address=args.ray_address, node_ip=args.node_ip,
-        drain_timeout_s=args.drain_timeout))
+        drain_timeout_s=args.drain_timeout, health_file=args.health_file))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.request_stop())
     return agent.run()

@@ -59,9 +59,10 @@ _config: dict[str, str] = {}
 _remote_runner: Any = None
 
 
-def configure(address: str, namespace: str) -> None:
-    """Where the cluster is; connection happens lazily, in the process that uses it (after fork)."""
-    _config.update(address=address, namespace=namespace)
+def configure(address: str, namespace: str, node_ip: str = "127.0.0.1") -> None:
+    """Where the cluster is, and this process's address as the cluster sees it. Connection happens
+    lazily, in the process that uses it (after Celery forks its pool)."""
+    _config.update(address=address, namespace=namespace, node_ip=node_ip)
 
 
 def _runner_class() -> Any:
@@ -76,7 +77,7 @@ def _runner_class() -> Any:
 
             if not _config:
                 raise RunFailed("ray_client.configure() was not called", retriable=False)
-            connect_driver(_config["address"], _config["namespace"])
+            connect_driver(_config["address"], _config["namespace"], host=_config["node_ip"])
             _remote_runner = ray.remote(JobRunner)
         return _remote_runner
 

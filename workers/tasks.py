@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def _ray() -> None:
-    ray_client.configure(settings.RAY_ADDRESS, settings.RAY_NAMESPACE)
+    ray_client.configure(settings.RAY_ADDRESS, settings.RAY_NAMESPACE, settings.RAY_NODE_IP)
 
 
 @contextmanager

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -22,7 +23,7 @@ from tests.conftest import requires_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = Path(sys.executable).parent / "docker-compose"
-EXPECTED_SERVICES = {"postgres", "redis", "web"}
+EXPECTED_SERVICES = {"postgres", "redis", "web", "worker", "beat", "ray-head", "provider"}
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +109,61 @@ def test_the_web_service_command_migrates_serves_and_passes_its_health_check(com
         if web.poll() is None:
             os.killpg(web.pid, 15)
             web.wait(timeout=20)
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path):
+    port = _free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    server.kill()
+    server.wait()
+
+
+def _run_until(command: list[str], env: dict[str, str], ready: Any, log: Path, timeout_s: float = 60) -> int:
+    """Start a compose command, wait for ``ready(log text)``, then stop it as Docker would (SIGTERM)."""
+    command = [part.replace("$$", "$") for part in command]  # Compose's escape for a literal $
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not ready(log.read_text(errors="replace")):
+            assert process.poll() is None, f"{command} exited early:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"{command} never became ready:\n{log.read_text()[-3000:]}"
+            time.sleep(0.3)
+        os.killpg(process.pid, 15)
+        return process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
+@requires_postgres()
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_and_beat_commands_start_and_stop_cleanly(compose_config, tmp_path, redis_url):
+    env = {**_production_env(tmp_path), "REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url}
+    worker = compose_config["services"]["worker"]["command"]
+    assert _run_until(worker, env, lambda text: " ready." in text, tmp_path / "worker.log") == 0
+    beat = [part.replace("/data/", f"{tmp_path}/") for part in compose_config["services"]["beat"]["command"]]
+    assert _run_until(beat, env, lambda text: "Sending due task" in text, tmp_path / "beat.log") == 0
+
+
+def test_the_ray_head_command_serves_its_port_and_stops_cleanly(compose_config, tmp_path):
+    port = _free_port()
+    temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    command = [part.replace("--port 6390", f"--port {port}").replace("/tmp/ray ", f"{temp} ")
+               for part in compose_config["services"]["ray-head"]["command"]]
+    assert f"--port {port}" in command[-1]
+    try:
+        env = {**_production_env(tmp_path)}
+        listening = lambda text: socket.socket().connect_ex(("127.0.0.1", port)) == 0  # noqa: E731
+        assert _run_until(command, env, listening, tmp_path / "head.log", timeout_s=90) == 0
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)

@@ -209,3 +209,31 @@ def test_an_agent_without_a_token_says_how_to_give_one(start_agent) -> None:
 
     assert agent.popen.wait(timeout=30) == 2
     assert "no join token: set MARKET_NODE_TOKEN" in agent.output()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_agent_with_a_provider_token_registers_its_machine_and_keeps_a_health_file(
+        live_server, ray_head, settings, start_agent, monkeypatch, tmp_path) -> None:
+    """What a scaled provider container does: no node yet, only its provider's API token."""
+    from marketplace.models import Node
+    from marketplace.services import accounts
+
+    settings.RAY_ADDRESS = ray_head.address
+    settings.NODE_HEARTBEAT_INTERVAL_S = 1
+    _, provider_token = accounts.register_user(username="scaled-prov", password="a long passphrase 7",
+                                               role="provider")
+    monkeypatch.setenv("MARKET_PROVIDER_TOKEN", provider_token)
+    monkeypatch.setenv("MARKET_DECLARE_GPUS", "NVIDIA RTX 4090:2")
+    health = tmp_path / "healthy"
+    agent = start_agent(live_server.url, "", *agent_args(ray_head), "--health-file", str(health))
+    try:
+        node = wait_until(lambda: Node.objects.filter(provider__username="scaled-prov").first(), 30,
+                          "the agent to register a node")
+        wait_until(lambda: "node is up" in agent.output(), 40, "the agent to start its Ray node")
+        wait_until(health.exists, 10, "the health file")
+        assert [(g.model, g.count, g.verified) for g in node.gpus.all()] == [("NVIDIA RTX 4090", 2, False)]
+        assert provider_token not in agent.output()
+        assert agent.stop_with(signal.SIGTERM) == 0
+    finally:
+        _kill_ray_node_of(Node.objects.filter(provider__username="scaled-prov").values_list("pk", flat=True).first()
+                          or 0)
