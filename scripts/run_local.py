@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN_DIR = ROOT / ".run"
+RUN_DIR = Path(os.environ.get("RUN_DIR") or ROOT / ".run")  # the settings read the same variable
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 
@@ -120,7 +120,7 @@ Try:  curl -s -X POST {base_url}/api/v1/jobs/ -H "Authorization: Token {demo['de
 
 def plan(args: argparse.Namespace, demo: dict[str, str]) -> list[Service]:
     """Every long-running part, in start order."""
-    ray_temp = f"/tmp/ray-market-{os.getuid()}"  # short: Ray's socket paths must stay under 107 bytes
+    ray_temp = f"/tmp/ray-market-{os.getuid()}-{args.ray_port}"  # short: Ray's socket paths stay < 107 bytes
     api = f"http://{args.host}:{args.port}"
     return [
         Service("redis", ["redis-server", "--port", str(args.redis_port), "--bind", "127.0.0.1",
