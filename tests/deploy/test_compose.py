@@ -16,6 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -166,4 +167,46 @@ def test_the_ray_head_command_serves_its_port_and_stops_cleanly(compose_config, 
         listening = lambda text: socket.socket().connect_ex(("127.0.0.1", port)) == 0  # noqa: E731
         assert _run_until(command, env, listening, tmp_path / "head.log", timeout_s=90) == 0
     finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@requires_postgres()
+@pytest.mark.django_db(transaction=True)
+def test_the_provider_command_registers_a_node_joins_the_cluster_and_stays_healthy(compose_config, tmp_path):
+    """The scaled `provider` service: no node of its own, only its provider's API token."""
+    from marketplace.models import Node
+    from marketplace.services import accounts
+    from workers import cluster
+
+    _, provider_token = accounts.register_user(username="compose-prov", password="a long passphrase 7",
+                                               role="provider")
+    from django.db import connection
+
+    database = urlsplit(os.environ["DATABASE_URL"])._replace(path="/" + connection.settings_dict["NAME"])
+    env = {**_production_env(tmp_path), "NODE_HEARTBEAT_INTERVAL_S": "1", "DATABASE_URL": urlunsplit(database)}
+    web_port, ray_port = _free_port(), _free_port()
+    temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    web_command = [part.replace("0.0.0.0:8000", f"127.0.0.1:{web_port}")
+                   for part in compose_config["services"]["web"]["command"]]
+    head = cluster.start_head(port=ray_port, temp_dir=temp)
+    web = subprocess.Popen(web_command, cwd=ROOT, env={**env, "RAY_ADDRESS": head.address},
+                           start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    health = tmp_path / "agent-heartbeat"
+    command = [part.replace("ray-head:6390", head.address).replace("/tmp/ray ", f"{temp} ")
+               .replace("/tmp/market-agent-heartbeat", str(health))
+               for part in compose_config["services"]["provider"]["command"]]
+    provider_env = {**env, "MARKET_API_URL": f"http://127.0.0.1:{web_port}", "MARKET_PROVIDER_TOKEN": provider_token,
+                    "MARKET_DECLARE_GPUS": "NVIDIA L4:1"}
+    try:
+        assert _wait_ok(f"http://127.0.0.1:{web_port}/healthz", web, timeout_s=60) == 200
+        assert _run_until(command, provider_env, lambda text: health.exists(), tmp_path / "provider.log",
+                          timeout_s=90) == 0
+        node = Node.objects.get(provider__username="compose-prov")
+        assert [(g.model, g.count) for g in node.gpus.all()] == [("NVIDIA L4", 1)]
+        assert node.draining  # it said goodbye on SIGTERM
+    finally:
+        if web.poll() is None:
+            os.killpg(web.pid, 15)
+            web.wait(timeout=20)
+        head.stop()
         shutil.rmtree(temp, ignore_errors=True)
