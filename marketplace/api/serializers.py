@@ -9,7 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from marketplace.catalog import GPU_MODEL_CHOICES
-from marketplace.models import Artifact, Job, JobEvent, JobState, Node, NodeGpu, Offer, Role
+from marketplace.models import Artifact, Job, JobAttempt, JobEvent, JobState, Node, NodeGpu, Offer, Role
 from marketplace.models.fields import UINT256_MAX
 from marketplace.web.format import wei_to_eth
 
@@ -294,6 +294,15 @@ class JobEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = JobEvent
         fields = ["id", "type", "from_state", "to_state", "reason", "created_at"]
+
+
+class JobAttemptSerializer(serializers.ModelSerializer):
+    price_per_gpu_hour_wei = WeiField()
+
+    class Meta:
+        model = JobAttempt
+        fields = ["number", "node", "offer", "gpus", "price_per_gpu_hour_wei", "outcome", "reason", "created_at",
+                  "started_at", "finished_at"]
 
 
 class JobResultSerializer(serializers.Serializer):

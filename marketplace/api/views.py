@@ -383,6 +383,14 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         page = self.paginate_queryset(job.events.order_by("id"))
         return self.get_paginated_response(s.JobEventSerializer(page, many=True).data)
 
+    @extend_schema(responses={200: s.JobAttemptSerializer(many=True), **errors(401, 404)},
+                   summary="The job's attempts: where each ran and how it ended")
+    @action(detail=True, methods=["get"])
+    def attempts(self, request: Request, pk: str) -> Response:
+        job = self.get_object()
+        page = self.paginate_queryset(job.attempt_rows.order_by("number"))
+        return self.get_paginated_response(s.JobAttemptSerializer(page, many=True).data)
+
     @extend_schema(responses={200: s.JobResultSerializer, **errors(401, 404, 409)},
                    summary="The job's result, once it has succeeded")
     @action(detail=True, methods=["get"])
