@@ -115,3 +115,40 @@ def upload(person: Person, content: bytes, name: str = "input.bin",
 
     return person.client.post("/api/v1/artifacts/", {"file": SimpleUploadedFile(name, content, content_type)},
                               format="multipart")
+
+
+@dataclass
+class RedisServer:
+    """A throwaway real redis-server on a free loopback port."""
+
+    port: int
+    process: Any
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Any:
+    import socket
+    import subprocess
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.05)
+    server = RedisServer(port, process)
+    yield server
+    if process.poll() is None:
+        server.kill()

@@ -112,20 +112,6 @@ def test_the_web_service_command_migrates_serves_and_passes_its_health_check(com
             web.wait(timeout=20)
 
 
-@pytest.fixture
-def redis_url(tmp_path: Path):
-    port = _free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-        assert time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    server.kill()
-    server.wait()
-
-
 def _run_until(command: list[str], env: dict[str, str], ready: Any, log: Path, timeout_s: float = 60) -> int:
     """Start a compose command, wait for ``ready(log text)``, then stop it as Docker would (SIGTERM)."""
     command = [part.replace("$$", "$") for part in command]  # Compose's escape for a literal $
@@ -148,8 +134,8 @@ def _run_until(command: list[str], env: dict[str, str], ready: Any, log: Path, t
 
 @requires_postgres()
 @pytest.mark.django_db(transaction=True)
-def test_the_worker_and_beat_commands_start_and_stop_cleanly(compose_config, tmp_path, redis_url):
-    env = {**_production_env(tmp_path), "REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url}
+def test_the_worker_and_beat_commands_start_and_stop_cleanly(compose_config, tmp_path, redis_server):
+    env = {**_production_env(tmp_path), "REDIS_URL": redis_server.url, "CELERY_BROKER_URL": redis_server.url}
     worker = compose_config["services"]["worker"]["command"]
     assert _run_until(worker, env, lambda text: " ready." in text, tmp_path / "worker.log") == 0
     beat = [part.replace("/data/", f"{tmp_path}/") for part in compose_config["services"]["beat"]["command"]]
