@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.dispatch.conftest import HEARTBEAT_TIMEOUT_S, Stack, wait_until
+from tests.dispatch.harness import HEARTBEAT_TIMEOUT_S, Stack, wait_until
 
 # django_db (not transactional): each test only reads; what the stack's processes and the module
 # fixture wrote is committed and stays for the whole module.
