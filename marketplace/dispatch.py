@@ -42,3 +42,10 @@ def enqueue_stop_run(run_name: str) -> None:
     from workers import tasks
 
     _after_commit(lambda: tasks.stop_run.delay(run_name), f"stop of {run_name}")
+
+
+def enqueue_sweep() -> None:
+    """Look at the queue now (GPUs were just freed) instead of at the next periodic sweep."""
+    from workers import tasks
+
+    _after_commit(lambda: tasks.sweep_queue.delay(), "a queue sweep")

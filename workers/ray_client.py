@@ -27,7 +27,9 @@ from workers.runtime.spec import JobSpec, RunReport, RunState
 
 log = logging.getLogger(__name__)
 
-POLL_TIMEOUT_S = 5.0
+# A run that has not answered within this is asked again next round: waiting longer (on runs whose
+# actor is still starting) only delays every other run's news; the monitor runs every second.
+POLL_TIMEOUT_S = 1.0
 ACTOR_CONCURRENCY = 4  # the run's thread plus report/start calls answered while it works
 
 

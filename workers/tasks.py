@@ -70,11 +70,15 @@ def sweep_queue() -> int:
             return 0
         scheduling.fail_timed_out_jobs()
         matched = 0
+        if not scheduling.any_free_gpus():
+            return 0
         for job_id in scheduling.queued_job_ids():
             match = scheduling.match_job(job_id)
             if match is not None:
                 _start_matched(match)
                 matched += 1
+            elif not scheduling.any_free_gpus():
+                break  # every GPU is taken: the rest of the queue cannot match either
         return matched
 
 

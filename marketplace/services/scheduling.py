@@ -70,9 +70,17 @@ def _reserve(offer: Offer, gpus: int) -> bool:
 
 
 def _release(attempt: JobAttempt) -> None:
+    """Free the attempt's GPUs, and have the queue looked at now: a waiting job may fit them."""
     if attempt.offer_id is not None:
         Offer.objects.filter(pk=attempt.offer_id, reserved_gpus__gte=attempt.gpus).update(
             reserved_gpus=F("reserved_gpus") - attempt.gpus)
+        dispatch.enqueue_sweep()
+
+
+def any_free_gpus(now: datetime | None = None) -> bool:
+    """Whether any available offer has a GPU free: if not, no queued job can match (a cheap check
+    that saves the sweep from trying every queued job in turn)."""
+    return Offer.objects.available(now or timezone.now()).exists()
 
 
 def spec_for(attempt: JobAttempt) -> JobSpec:
