@@ -1,0 +1,124 @@
+"""The engine interface, a transaction's result, and receipts built from results.
+
+An engine is built for one block and executes one transaction at a time against a `StateView`:
+
+    engine = ReferenceEngine(block)
+    result = engine.execute(index, view)   # -> TxResult with the receipt fields, read and write sets
+
+Receipts need the cumulative gas, which only the block order gives, so `build_receipts` makes them
+from the final results, in order.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import rlp
+from eth_bloom import BloomFilter
+
+from .block import Block
+from .forks import has_receipt_status
+from .state import Key, StateView
+
+Log = tuple[bytes, tuple[int, ...], bytes]
+
+
+@dataclass(frozen=True)
+class TxResult:
+    """One execution of one transaction: receipt fields plus exactly what it read and wrote.
+
+    ``valid`` is False when the transaction could not be included against the state it saw
+    (wrong nonce, unaffordable gas): in parallel execution that view may be stale, and a
+    re-execution decides; in the final result it makes the block invalid.
+    """
+
+    index: int
+    valid: bool
+    success: bool = False
+    gas_used: int = 0
+    logs: tuple[Log, ...] = ()
+    reads: Mapping[Key, Any] = field(default_factory=dict)
+    writes: Mapping[Key, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def receipt_fields(self) -> tuple[bool, int, tuple[Log, ...]]:
+        return (self.success, self.gas_used, self.logs)
+
+
+class Engine(Protocol):
+    """What the schedulers need from an engine."""
+
+    name: str
+    block: Block
+
+    def execute(self, index: int, view: StateView) -> TxResult: ...
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A transaction receipt as the block commits to it."""
+
+    tx_type: int
+    success: bool
+    cumulative_gas_used: int
+    gas_used: int
+    logs: tuple[Log, ...]
+    bloom: int
+
+    def encode(self, with_status: bool) -> bytes:
+        """The consensus encoding (EIP-2718 typed receipts carry their type byte first)."""
+        # Before Byzantium the first field is the intermediate state root, which a partial
+        # pre-state cannot give: 32 zero bytes stand in (the receipts root is not checked there).
+        first = (b"\x01" if self.success else b"") if with_status else b"\x00" * 32
+        logs = [[address, [topic.to_bytes(32, "big") for topic in topics], data] for address, topics, data in self.logs]
+        payload = rlp.encode([first, self.cumulative_gas_used, self.bloom.to_bytes(256, "big"), logs])
+        return payload if self.tx_type == 0 else bytes([self.tx_type]) + payload
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "type": self.tx_type,
+            "status": 1 if self.success else 0,
+            "cumulative_gas_used": self.cumulative_gas_used,
+            "gas_used": self.gas_used,
+            "logs": [
+                {"address": "0x" + a.hex(), "topics": [hex(t) for t in topics], "data": "0x" + d.hex()}
+                for a, topics, d in self.logs
+            ],
+        }
+
+
+def log_bloom(logs: Sequence[Log]) -> int:
+    bloom = BloomFilter()
+    for address, topics, _ in logs:
+        bloom.add(address)
+        for topic in topics:
+            bloom.add(topic.to_bytes(32, "big"))
+    return int(bloom)
+
+
+def build_receipts(block: Block, results: Sequence[TxResult]) -> list[Receipt]:
+    """The block's receipts from its final results, in block order."""
+    receipts, cumulative = [], 0
+    for tx, result in zip(block.transactions, results):
+        cumulative += result.gas_used
+        receipts.append(Receipt(tx.type, result.success, cumulative, result.gas_used, result.logs, log_bloom(result.logs)))
+    return receipts
+
+
+def receipts_root(block: Block, receipts: Sequence[Receipt]) -> bytes:
+    """The root of the receipts trie (key: RLP of the index)."""
+    from trie import HexaryTrie
+
+    trie = HexaryTrie({})
+    with_status = has_receipt_status(block.number)
+    for index, receipt in enumerate(receipts):
+        trie[rlp.encode(index)] = receipt.encode(with_status)
+    return bytes(trie.root_hash)
+
+
+def block_bloom(receipts: Sequence[Receipt]) -> int:
+    bloom = 0
+    for receipt in receipts:
+        bloom |= receipt.bloom
+    return bloom

@@ -1,0 +1,358 @@
+"""The reference engine: py-evm (the Ethereum Foundation's Python EVM) with exact read/write sets.
+
+py-evm executes the transaction; this module replaces its account database with
+`TrackedAccountDB`, which reads from a `StateView` (the state just before the transaction), keeps the
+transaction's changes in a journal (so reverted calls undo them) and records every location it read,
+inside reverted calls too. Positive balance changes of accounts the transaction has not read become
+`Credit`s (the deferred-credit rule, see `workers.evm.state`).
+
+>>> from workers.evm import load_block  # doctest: +SKIP
+>>> engine = ReferenceEngine(load_block("../shared/data/mainnet/46147"))  # doctest: +SKIP
+>>> engine.execute(0, SequentialState(engine.block.pre_state)).gas_used  # doctest: +SKIP
+21000
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from eth_hash.auto import keccak
+
+from .block import Block
+from .engine import TxResult
+from .errors import InvalidTransaction, MalformedBlock, MissingState
+from .forks import vm_class
+from .state import ACCOUNT, CODE, STORAGE, WIPE, Credit, Key, StateView, SequentialState
+
+_MISSING = object()
+_EMPTY_CODE_HASH = keccak(b"")
+BLANK_ROOT_HASH = bytes.fromhex("56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421")
+
+
+class TrackedAccountDB:
+    """py-evm's account database interface over a `StateView`, journaled, recording reads and writes."""
+
+    def __init__(self, view: StateView) -> None:
+        self.view = view
+        self.reads: dict[Key, Any] = {}
+        self._accounts: dict[bytes, tuple[int, int, bool]] = {}
+        self._credits: dict[bytes, int] = {}
+        self._code: dict[bytes, bytes] = {}
+        self._storage: dict[tuple[bytes, int], int] = {}
+        self._wiped: dict[bytes, bool] = {}
+        self._warm: dict[Any, bool] = {}
+        self._journal: list[tuple[dict[Any, Any], Any, Any]] = []
+
+    # Reads from the view (recorded once: the view does not change during a transaction) --------
+
+    def _read(self, key: Key) -> Any:
+        value = self.reads.get(key, _MISSING)
+        if value is _MISSING:
+            value = self.reads[key] = self.view.read(key)
+        return value
+
+    def _account(self, address: bytes) -> tuple[int, int, bool]:
+        account = self._accounts.get(address)
+        if account is None:
+            account = self._read((ACCOUNT, address))
+            if address in self._credits:
+                account = (account[0] + self._credits[address], account[1], True)
+                self._forget(self._credits, address)
+            self._put(self._accounts, address, account)
+        return account
+
+    # Journal ------------------------------------------------------------------------------------
+
+    def _put(self, container: dict[Any, Any], key: Any, value: Any) -> None:
+        self._journal.append((container, key, container.get(key, _MISSING)))
+        container[key] = value
+
+    def _forget(self, container: dict[Any, Any], key: Any) -> None:
+        if key in container:
+            self._journal.append((container, key, container[key]))
+            del container[key]
+
+    def record(self) -> int:
+        return len(self._journal)
+
+    def discard(self, checkpoint: int) -> None:
+        while len(self._journal) > checkpoint:
+            container, key, old = self._journal.pop()
+            if old is _MISSING:
+                container.pop(key, None)
+            else:
+                container[key] = old
+
+    def commit(self, checkpoint: int) -> None:
+        """Changes since the checkpoint stay; the journal keeps them revertible by outer scopes."""
+
+    def lock_changes(self) -> None:
+        self._warm.clear()
+
+    # Balance, nonce, existence --------------------------------------------------------------------
+
+    def get_balance(self, address: bytes) -> int:
+        return self._account(address)[0]
+
+    def set_balance(self, address: bytes, balance: int) -> None:
+        _, nonce, _ = self._account(address)
+        self._put(self._accounts, address, (balance, nonce, True))
+
+    def add_credit(self, address: bytes, amount: int) -> None:
+        """A balance addition without reading the balance; resolved if the transaction reads it."""
+        if address in self._accounts:
+            balance, nonce, _ = self._accounts[address]
+            self._put(self._accounts, address, (balance + amount, nonce, True))
+        else:
+            self._put(self._credits, address, self._credits.get(address, 0) + amount)
+
+    def get_nonce(self, address: bytes) -> int:
+        return self._account(address)[1]
+
+    def set_nonce(self, address: bytes, nonce: int) -> None:
+        balance, _, _ = self._account(address)
+        self._put(self._accounts, address, (balance, nonce, True))
+
+    def increment_nonce(self, address: bytes) -> None:
+        self.set_nonce(address, self.get_nonce(address) + 1)
+
+    def account_exists(self, address: bytes) -> bool:
+        if address not in self._accounts and address in self._credits:
+            return True
+        return self._account(address)[2]
+
+    def touch_account(self, address: bytes) -> None:
+        if address in self._accounts:
+            balance, nonce, _ = self._accounts[address]
+            self._put(self._accounts, address, (balance, nonce, True))
+        else:
+            self.add_credit(address, 0)
+
+    def account_has_code_or_nonce(self, address: bytes) -> bool:
+        return self.get_nonce(address) != 0 or self.get_code_hash(address) != _EMPTY_CODE_HASH
+
+    def account_is_empty(self, address: bytes) -> bool:
+        if address not in self._accounts and self._credits.get(address, 0) > 0:
+            return False  # a positive credit makes it non-empty whatever the balance was
+        return not self.account_has_code_or_nonce(address) and self.get_balance(address) == 0
+
+    def delete_account(self, address: bytes) -> None:
+        self._forget(self._credits, address)
+        self._put(self._accounts, address, (0, 0, False))
+        self._put(self._code, address, b"")
+        self.delete_storage(address)
+
+    # Code -----------------------------------------------------------------------------------------
+
+    def get_code(self, address: bytes) -> bytes:
+        code = self._code.get(address)
+        return self._read((CODE, address)) if code is None else code
+
+    def set_code(self, address: bytes, code: bytes) -> None:
+        self._put(self._code, address, bytes(code))
+
+    def get_code_hash(self, address: bytes) -> bytes:
+        return keccak(self.get_code(address))
+
+    def delete_code(self, address: bytes) -> None:
+        self.set_code(address, b"")
+
+    # Storage --------------------------------------------------------------------------------------
+
+    def get_storage(self, address: bytes, slot: int, from_journal: bool = True) -> int:
+        if from_journal:
+            value = self._storage.get((address, slot))
+            if value is not None:
+                return value
+            if address in self._wiped:
+                return 0
+        return int(self._read((STORAGE, address, slot)))
+
+    def set_storage(self, address: bytes, slot: int, value: int) -> None:
+        self._put(self._storage, (address, slot), value)
+
+    def delete_storage(self, address: bytes) -> None:
+        self._put(self._wiped, address, True)
+        for key in [key for key in self._storage if key[0] == address]:
+            self._forget(self._storage, key)
+
+    # EIP-2929 warm sets -----------------------------------------------------------------------------
+
+    def is_address_warm(self, address: bytes) -> bool:
+        return address in self._warm
+
+    def mark_address_warm(self, address: bytes) -> None:
+        self._put(self._warm, address, True)
+
+    def is_storage_warm(self, address: bytes, slot: int) -> bool:
+        return (address, slot) in self._warm
+
+    def mark_storage_warm(self, address: bytes, slot: int) -> None:
+        self._put(self._warm, (address, slot), True)
+
+    # State roots are not computed: the pre-state is partial ------------------------------------------
+
+    @property
+    def state_root(self) -> bytes:
+        return BLANK_ROOT_HASH
+
+    @state_root.setter
+    def state_root(self, value: bytes) -> None:
+        pass
+
+    def make_state_root(self) -> bytes:
+        return BLANK_ROOT_HASH
+
+    def has_root(self, state_root: bytes) -> bool:
+        return False
+
+    def persist(self) -> Any:
+        raise NotImplementedError("the tracked account database is never persisted")
+
+    # The write set --------------------------------------------------------------------------------
+
+    def write_set(self) -> dict[Key, Any]:
+        """Locations this transaction changed, with their final values (credits stay credits)."""
+        writes: dict[Key, Any] = {(WIPE, address): True for address in self._wiped}
+        for address, account in self._accounts.items():
+            self._changed(writes, (ACCOUNT, address), account)
+        for address, amount in self._credits.items():
+            writes[(ACCOUNT, address)] = Credit(amount)
+        for address, code in self._code.items():
+            self._changed(writes, (CODE, address), code)
+        for (address, slot), value in self._storage.items():
+            if address in self._wiped:
+                if value:
+                    writes[(STORAGE, address, slot)] = value
+            else:
+                self._changed(writes, (STORAGE, address, slot), value)
+        return writes
+
+    def _changed(self, writes: dict[Key, Any], key: Key, value: Any) -> None:
+        if self.reads.get(key, _MISSING) != value:
+            writes[key] = value
+
+
+class ReferenceEngine:
+    """Executes one transaction of a block against a view, with py-evm."""
+
+    name = "reference"
+
+    def __init__(self, block: Block) -> None:
+        self.block = block
+        self.fork = block.header.fork
+        self.vm = vm_class(self.fork)
+        self.state_class = _tracked_state_class(self.vm.get_state_class())
+        self.context = _execution_context(block, self.vm)
+        self.transactions = [_decode(self.vm, tx) for tx in block.transactions]
+
+    def execute(self, index: int, view: StateView) -> TxResult:
+        """Run transaction ``index`` against ``view``; an invalid transaction gives ``valid=False``."""
+        from eth_utils import ValidationError
+
+        db = TrackedAccountDB(view)
+        state = self.state_class(db, self.context, self.block)
+        transaction = self.transactions[index]
+        try:
+            computation = state.apply_transaction(transaction)
+        except ValidationError as exc:
+            return TxResult(index=index, valid=False, error=str(exc), reads=db.reads, writes={})
+        return TxResult(
+            index=index,
+            valid=True,
+            success=not computation.is_error,
+            gas_used=self.vm.finalize_gas_used(transaction, computation),
+            logs=tuple((address, tuple(topics), data) for address, topics, data in computation.get_log_entries()),
+            reads=db.reads,
+            writes=db.write_set(),
+        )
+
+
+def check_senders(block: Block) -> None:
+    """Recover every transaction's sender from its signature and compare it with ``from``."""
+    vm = vm_class(block.header.fork)
+    for tx in block.transactions:
+        _decode(vm, tx)
+
+
+def _decode(vm: Any, tx: Any) -> Any:
+    where = f"transactions[{tx.index}]"
+    try:
+        decoded = vm.get_transaction_builder().decode(tx.raw)
+        sender = decoded.sender
+    except Exception as exc:  # py-evm raises many types for a bad signature or encoding
+        raise MalformedBlock(f"{where}.from", f"sender cannot be recovered from the signature ({exc})") from None
+    if sender != tx.sender:
+        raise MalformedBlock(f"{where}.from", f"0x{tx.sender.hex()} is not the signer (0x{sender.hex()})")
+    return decoded
+
+
+def _execution_context(block: Block, vm: Any) -> Any:
+    from eth.vm.execution_context import ExecutionContext
+
+    header = block.header
+    return ExecutionContext(
+        coinbase=header.coinbase,
+        timestamp=header.timestamp,
+        block_number=header.number,
+        difficulty=header.difficulty,
+        mix_hash=header.mix_hash,
+        gas_limit=header.gas_limit,
+        prev_hashes=(),
+        chain_id=header.chain_id,
+        base_fee_per_gas=header.base_fee,
+        excess_blob_gas=header.excess_blob_gas,
+    )
+
+
+_STATE_CLASSES: dict[type, type] = {}
+
+
+def _tracked_state_class(base: type) -> type:
+    """The fork's py-evm state class, over a `TrackedAccountDB` and with deferred credits."""
+    if base not in _STATE_CLASSES:
+        _STATE_CLASSES[base] = type(f"Tracked{base.__name__}", (_TrackedStateMixin, base), {})
+    return _STATE_CLASSES[base]
+
+
+class _TrackedStateMixin:
+    """Overrides of py-evm's ``BaseState`` (mixed in before the fork's state class)."""
+
+    _account_db: TrackedAccountDB
+
+    def __init__(self, account_db: TrackedAccountDB, execution_context: Any, block: Block) -> None:
+        self._db = None
+        self.execution_context = execution_context
+        self._account_db = account_db
+        self._block = block
+
+    def set_system_contracts(self) -> None:
+        """Nothing to install: the beacon-roots system call is folded into the pre-state by the loader."""
+
+    def delta_balance(self, address: bytes, delta: int) -> None:
+        if delta >= 0:
+            self._account_db.add_credit(address, delta)
+        else:
+            db = self._account_db
+            db.set_balance(address, db.get_balance(address) + delta)
+
+    def get_ancestor_hash(self, block_number: int) -> bytes:
+        number = self._block.header.number
+        if not number - 256 <= block_number < number:
+            return b""
+        try:
+            return self._block.block_hashes[block_number]
+        except KeyError:
+            raise MissingState(f"BLOCKHASH({block_number}) is read but not in block_hashes") from None
+
+
+def execute_in_order(engine: ReferenceEngine) -> list[TxResult]:
+    """Sequential execution (the oracle): each transaction sees every earlier one's writes."""
+    state = SequentialState(engine.block.pre_state)
+    results = []
+    for index in range(len(engine.block.transactions)):
+        result = engine.execute(index, state)
+        if not result.valid:
+            raise InvalidTransaction(index, result.error or "invalid")
+        state.apply(result.writes)
+        results.append(result)
+    return results
