@@ -21,7 +21,7 @@ from .block import Block
 from .engine import TxResult
 from .errors import InvalidTransaction, MalformedBlock, MissingState
 from .forks import vm_class
-from .state import ACCOUNT, CODE, STORAGE, WIPE, Credit, Key, StateView, SequentialState
+from .state import ACCOUNT, CODE, STORAGE, WIPE, Credit, Key, SequentialState, StateView, code_hash, observed
 
 _MISSING = object()
 _EMPTY_CODE_HASH = keccak(b"")
@@ -41,6 +41,8 @@ class TrackedAccountDB:
         self._wiped: dict[bytes, bool] = {}
         self._warm: dict[Any, bool] = {}
         self._journal: list[tuple[dict[Any, Any], Any, Any]] = []
+        self._base_code: dict[bytes, bytes] = {}
+        self._checkpoints: dict[int, int] = {}
 
     # Reads from the view (recorded once: the view does not change during a transaction) --------
 
@@ -72,10 +74,17 @@ class TrackedAccountDB:
             del container[key]
 
     def record(self) -> int:
-        return len(self._journal)
+        # Checkpoint ids must be unique process-wide: py-evm's transient storage records the same
+        # id in its own journal, whose root checkpoint comes from py-evm's global counter.
+        from eth.db.journal import get_next_checkpoint
+
+        checkpoint = get_next_checkpoint()
+        self._checkpoints[checkpoint] = len(self._journal)
+        return checkpoint
 
     def discard(self, checkpoint: int) -> None:
-        while len(self._journal) > checkpoint:
+        length = self._checkpoints[checkpoint]
+        while len(self._journal) > length:
             container, key, old = self._journal.pop()
             if old is _MISSING:
                 container.pop(key, None)
@@ -145,13 +154,19 @@ class TrackedAccountDB:
 
     def get_code(self, address: bytes) -> bytes:
         code = self._code.get(address)
-        return self._read((CODE, address)) if code is None else code
+        if code is None:
+            code = self._base_code.get(address)
+        if code is None:
+            key = (CODE, address)
+            code = self._base_code[address] = self.view.read(key)
+            self.reads[key] = code_hash(code)  # read sets hold code by hash
+        return code
 
     def set_code(self, address: bytes, code: bytes) -> None:
         self._put(self._code, address, bytes(code))
 
     def get_code_hash(self, address: bytes) -> bytes:
-        return keccak(self.get_code(address))
+        return code_hash(self.get_code(address))
 
     def delete_code(self, address: bytes) -> None:
         self.set_code(address, b"")
@@ -228,7 +243,7 @@ class TrackedAccountDB:
         return writes
 
     def _changed(self, writes: dict[Key, Any], key: Key, value: Any) -> None:
-        if self.reads.get(key, _MISSING) != value:
+        if self.reads.get(key, _MISSING) != observed(key, value):
             writes[key] = value
 
 

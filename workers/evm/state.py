@@ -24,7 +24,10 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol
+
+from eth_hash.auto import keccak
 
 ACCOUNT, CODE, STORAGE, WIPE = 0, 1, 2, 3
 KIND_NAMES = {ACCOUNT: "account", CODE: "code", STORAGE: "storage", WIPE: "wipe"}
@@ -71,6 +74,16 @@ def wipe_key(address: bytes) -> Key:
 def apply_credit(value: AccountTriple, credit: Credit) -> AccountTriple:
     balance, nonce, _ = value
     return (balance + credit.amount, nonce, True)
+
+
+@lru_cache(maxsize=4096)
+def code_hash(code: bytes) -> bytes:
+    return keccak(code)
+
+
+def observed(key: Key, value: Any) -> Any:
+    """What a read set records for a value: code by its hash (read sets cross processes)."""
+    return code_hash(value) if key[0] == CODE else value
 
 
 def describe_key(key: Key) -> str:

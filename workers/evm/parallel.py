@@ -1,0 +1,243 @@
+"""Parallel block execution that gives exactly the sequential result (optimistic, Block-STM style).
+
+1. Every transaction runs at once, spread over the pool's shards, against the pre-state.
+2. The coordinator keeps a multi-version state (`VersionedState`) of every transaction's latest
+   write set and validates each transaction's read set against it: a transaction is valid when
+   every location it read still has the value it saw, given the write sets of all transactions
+   before it. Credits (fees to the beneficiary, value transfers) do not conflict unless read.
+3. Invalid transactions run again, against the newer state, and only those whose estimated
+   dependencies are settled (no earlier pending transaction writes what they read): a dependency
+   chain does not run n times. Write sets that changed are shipped to the shards; each round
+   re-validates only the readers of the locations that changed. Repeat until nothing is pending.
+
+When a round would run only one transaction (the lowest pending one, a serial chain) the
+coordinator runs a burst of the lowest pending transactions itself: a remote round costs
+milliseconds, a transaction far less, and the lowest pending transaction is always final.
+
+At the end every transaction is valid against the final write sets of those before it, so by
+induction each one saw exactly what sequential execution shows it: the results are identical.
+"""
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .engine import Engine, TxResult
+from .errors import InvalidTransaction
+from .state import STORAGE, WIPE, Credit, Key, VersionedState, observed
+
+BURST = 64  # transactions the coordinator runs itself once a round degenerates to a serial chain
+
+
+class ShardPool(Protocol):
+    """Where the transactions of a round run: ``run(batches, updates)`` returns one result list
+    per batch. ``updates`` holds the write sets that changed since the previous call (by index)."""
+
+    workers: int
+
+    def run(self, batches: Sequence[Sequence[int]], updates: Mapping[int, Mapping[Key, Any]]) -> list[list[TxResult]]: ...
+
+
+@dataclass
+class ParallelStats:
+    """How the parallel execution went (the dependency figures come from the final results)."""
+
+    transactions: int = 0
+    executions: int = 0
+    rounds: int = 0
+    local_executions: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def reexecuted(self) -> int:
+        return self.executions - self.transactions
+
+
+@dataclass
+class _Schedule:
+    """The coordinator's bookkeeping: latest results, what is pending, who read what."""
+
+    state: VersionedState
+    results: list[TxResult | None]
+    pending: set[int] = field(default_factory=set)
+    readers: dict[Key, set[int]] = field(default_factory=dict)
+    unsynced: dict[int, Mapping[Key, Any]] = field(default_factory=dict)
+
+
+def execute_parallel(engine: Engine, pool: ShardPool, *, progress: Callable[[int, int], None] | None = None) -> tuple[list[TxResult], ParallelStats]:
+    """Execute ``engine.block`` over ``pool``; the results equal sequential execution's."""
+    started = time.perf_counter()
+    count = len(engine.block.transactions)
+    schedule = _Schedule(VersionedState(engine.block.pre_state), [None] * count, pending=set(range(count)))
+    stats = ParallelStats(transactions=count)
+    ready = list(range(count))
+    while ready:
+        if len(ready) > 1:
+            _run_round(schedule, pool, ready, stats)
+        else:
+            _run_burst(schedule, engine, stats)
+        if progress:
+            progress(count - len(schedule.pending), count)
+        ready = _ready(schedule)
+    stats.elapsed_s = time.perf_counter() - started
+    results = [result for result in schedule.results if result is not None]
+    for result in results:
+        if not result.valid:
+            raise InvalidTransaction(result.index, result.error or "invalid")
+    return results, stats
+
+
+def _run_round(schedule: _Schedule, pool: ShardPool, ready: list[int], stats: ParallelStats) -> None:
+    batches = _split(ready, schedule.results, pool.workers)
+    outputs = pool.run(batches, schedule.unsynced)
+    schedule.unsynced = {}
+    stats.rounds += 1
+    stats.executions += len(ready)
+    _apply(schedule, [result for batch in outputs for result in batch])
+
+
+def _run_burst(schedule: _Schedule, engine: Engine, stats: ParallelStats) -> None:
+    """Run the lowest pending transactions here, one after another: each is final when it runs."""
+    stats.rounds += 1
+    for _ in range(BURST):
+        if not schedule.pending:
+            return
+        index = min(schedule.pending)
+        result = engine.execute(index, schedule.state.view(index))
+        stats.executions += 1
+        stats.local_executions += 1
+        _apply(schedule, [result])
+
+
+def _apply(schedule: _Schedule, results: list[TxResult]) -> None:
+    """Record new results, then re-validate every transaction whose reads may have changed."""
+    to_validate: set[int] = set()
+    for result in sorted(results, key=lambda r: r.index):
+        index = result.index
+        _forget_reads(schedule, index)
+        schedule.results[index] = result
+        schedule.pending.discard(index)
+        changed = schedule.state.set_writes(index, result.writes)
+        if changed:
+            schedule.unsynced[index] = result.writes
+        for key in changed:
+            to_validate.update(j for j in _readers_of(schedule, key) if j > index)
+        _index_reads(schedule, index, result)
+        to_validate.add(index)
+    for index in sorted(to_validate):
+        if index not in schedule.pending and not _valid(schedule, index):
+            schedule.pending.add(index)
+            _forget_reads(schedule, index)
+
+
+def _valid(schedule: _Schedule, index: int) -> bool:
+    result = schedule.results[index]
+    assert result is not None
+    read = schedule.state.read
+    return all(observed(key, read(key, index)) == value for key, value in result.reads.items())
+
+
+def _read_index_keys(key: Key) -> tuple[Key, ...]:
+    # A wipe changes every slot of the account: storage readers are also indexed under it.
+    return (key, (WIPE, key[1])) if key[0] == STORAGE else (key,)
+
+
+def _index_reads(schedule: _Schedule, index: int, result: TxResult) -> None:
+    for key in result.reads:
+        for indexed in _read_index_keys(key):
+            schedule.readers.setdefault(indexed, set()).add(index)
+
+
+def _forget_reads(schedule: _Schedule, index: int) -> None:
+    """Pending transactions leave the readers index: they run again anyway."""
+    result = schedule.results[index]
+    if result is None:
+        return
+    for key in result.reads:
+        for indexed in _read_index_keys(key):
+            readers = schedule.readers.get(indexed)
+            if readers:
+                readers.discard(index)
+
+
+def _readers_of(schedule: _Schedule, key: Key) -> set[int]:
+    return schedule.readers.get(key, set())
+
+
+def _ready(schedule: _Schedule) -> list[int]:
+    """Pending transactions none of whose reads an earlier pending transaction (last) wrote.
+
+    The lowest pending transaction is always ready: everything before it is final.
+    """
+    ready: list[int] = []
+    blocked: set[Key] = set()
+    for index in sorted(schedule.pending):
+        result = schedule.results[index]
+        assert result is not None
+        depends = any(indexed in blocked for key in result.reads for indexed in _read_index_keys(key))
+        if not ready or not depends:
+            ready.append(index)
+        blocked.update(result.writes)
+    return ready
+
+
+def _split(indices: list[int], results: Sequence[TxResult | None], workers: int) -> list[list[int]]:
+    """Contiguous batches of about equal estimated gas (the last known gas use, or an average)."""
+    if workers <= 1 or len(indices) <= 1:
+        return [list(indices)]
+    weights = [_weight(results[index]) for index in indices]
+    total, target = sum(weights), sum(weights) / workers
+    batches: list[list[int]] = [[] for _ in range(workers)]
+    running = 0.0
+    for index, weight in zip(indices, weights):
+        slot = min(int(running / target), workers - 1) if total else 0
+        batches[slot].append(index)
+        running += weight
+    return [batch for batch in batches if batch]
+
+
+def _weight(result: TxResult | None) -> float:
+    return float(result.gas_used) if result is not None and result.gas_used else 50_000.0
+
+
+def dependency_bound(results: Sequence[TxResult]) -> tuple[float, list[int]]:
+    """The critical-path bound on speedup: total gas / gas on the longest dependency chain.
+
+    Transaction ``i`` depends on ``j < i`` when ``i`` read a location whose value came from ``j``'s
+    final write set: the latest absolute writer before ``i`` and every credit after it (for
+    storage, also the latest wipe). Returns the bound and each transaction's dependencies.
+    """
+    writers: dict[Key, list[int]] = {}
+    for result in results:
+        for key in result.writes:
+            writers.setdefault(key, []).append(result.index)
+    writes = {result.index: result.writes for result in results}
+    dependencies = [sorted(_sources(result, writers, writes)) for result in results]
+    chain: list[int] = []
+    for result, deps in zip(results, dependencies):
+        chain.append(max(1, result.gas_used) + max((chain[j] for j in deps), default=0))
+    total = sum(max(1, result.gas_used) for result in results)
+    return (total / max(chain) if chain else 1.0), dependencies
+
+
+def _sources(result: TxResult, writers: Mapping[Key, list[int]], writes: Mapping[int, Mapping[Key, Any]]) -> set[int]:
+    sources: set[int] = set()
+    for key in result.reads:
+        found = writers.get(key, [])
+        position = bisect.bisect_left(found, result.index) - 1
+        # Walk back over credits to the latest absolute write: the value read is the sum of them all.
+        while position >= 0:
+            writer = found[position]
+            sources.add(writer)
+            if not isinstance(writes[writer][key], Credit):
+                break
+            position -= 1
+        if key[0] == STORAGE:
+            wipes = writers.get((WIPE, key[1]), [])
+            position = bisect.bisect_left(wipes, result.index) - 1
+            if position >= 0:
+                sources.add(wipes[position])
+    return sources
