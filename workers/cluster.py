@@ -48,6 +48,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -391,6 +392,37 @@ def connect_driver(address: str, namespace: str, *, host: str = DEFAULT_HOST) ->
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(address=address, namespace=namespace, _node_ip_address=host, log_to_driver=False)
+
+
+@contextlib.contextmanager
+def local_cluster(num_cpus: int, *, address: str | None = None, namespace: str = "evm") -> Iterator[str]:
+    """A driver connection for a command-line run: to the cluster at ``address`` when given, else to
+    a private one-node cluster with ``num_cpus`` CPUs, started here and stopped on exit.
+
+    >>> with local_cluster(2) as address:
+    ...     pool = RayPool(workers=2)
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield address or ""
+        return
+    if address:
+        connect_driver(address, namespace)
+        try:
+            yield address
+        finally:
+            ray.shutdown()
+        return
+    temp_dir = make_temp_dir()
+    head = start_head(port=_free_port(DEFAULT_HOST), temp_dir=temp_dir, num_cpus=num_cpus, die_with_parent=True)
+    try:
+        connect_driver(head.address, namespace)
+        yield head.address
+    finally:
+        ray.shutdown()
+        head.stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 # --- command line -------------------------------------------------------------------------------

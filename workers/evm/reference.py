@@ -19,9 +19,9 @@ from eth_hash.auto import keccak
 
 from .block import Block
 from .engine import TxResult
-from .errors import InvalidTransaction, MalformedBlock, MissingState
+from .errors import MalformedBlock, MissingState
 from .forks import vm_class
-from .state import ACCOUNT, CODE, STORAGE, WIPE, Credit, Key, SequentialState, StateView, code_hash, observed
+from .state import ACCOUNT, CODE, STORAGE, WIPE, Credit, Key, StateView, code_hash, observed
 
 _MISSING = object()
 _EMPTY_CODE_HASH = keccak(b"")
@@ -361,13 +361,7 @@ class _TrackedStateMixin:
 
 
 def execute_in_order(engine: ReferenceEngine) -> list[TxResult]:
-    """Sequential execution (the oracle): each transaction sees every earlier one's writes."""
-    state = SequentialState(engine.block.pre_state)
-    results = []
-    for index in range(len(engine.block.transactions)):
-        result = engine.execute(index, state)
-        if not result.valid:
-            raise InvalidTransaction(index, result.error or "invalid")
-        state.apply(result.writes)
-        results.append(result)
-    return results
+    """Sequential execution with this engine (see `workers.evm.execute.execute_sequential`)."""
+    from .execute import execute_sequential
+
+    return execute_sequential(engine)

@@ -1,0 +1,283 @@
+"""``python -m workers.evm``: run, verify and benchmark blocks; generate synthetic ones.
+
+    python -m workers.evm run BLOCK_DIR [--engine reference] [--workers N] [--json]
+    python -m workers.evm verify BLOCK_DIR... [--workers N]
+    python -m workers.evm bench BLOCK_DIR... [--workers N] [--repeat K] [--generate transfers:5000,...]
+    python -m workers.evm generate PATTERN N OUT_DIR [--seed S] [--number B]
+
+With ``--workers N`` above 1 the transactions run on N Ray actors (one CPU each) of a private
+one-node cluster started for the command, or of the cluster at ``--ray-address``. Exit codes:
+0 success, 1 a block does not match its header, 2 bad input (message on stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .block import Block, load_block
+from .errors import EvmError
+from .execute import BlockReport, execute_sequential, run_block
+from .parallel import execute_parallel
+from .pool import ENGINES, LocalPool, RayPool, make_engine
+
+DEFAULT_GENERATED = "transfers:5000,erc20:1000,hot_account:1000,dex:300,deploy:300"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.command(args))
+    except EvmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+# run ------------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    block = load_block(args.block)
+    with _pool(args.workers, args.engine, args.ray_address) as pool:
+        if pool is not None:
+            pool.load(block)
+        report = run_block(block, engine=args.engine, pool=pool)
+    if args.json:
+        print(json.dumps(report.as_json()))
+    else:
+        _print_report(report, sys.stdout)
+    return 0 if report.verified else 1
+
+
+def _print_report(report: BlockReport, out: TextIO) -> None:
+    verdict = "verified" if report.verified else "MISMATCH"
+    checks = ", ".join(f"{name} {'ok' if ok else 'WRONG'}" for name, ok in report.checks.items())
+    print(
+        f"block {report.number} ({report.fork}): {report.transactions} transactions, {report.gas_used:,} gas, "
+        f"{report.elapsed_s:.3f} s on {report.workers} worker(s) [{report.engine}], {report.reexecuted} re-executed "
+        f"in {report.rounds} round(s), critical-path bound {report.critical_path_bound:.2f}x: {verdict} ({checks})",
+        file=out,
+    )
+    if report.mismatch:
+        print(f"  {report.mismatch}", file=out)
+
+
+# verify ---------------------------------------------------------------------------------------
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    paths = [Path(p) for p in args.blocks]
+    failures = 0
+    bar = ProgressBar(len(paths), "blocks", sys.stderr)
+    with _pool(args.workers, args.engine, args.ray_address) as pool:
+        for number, path in enumerate(paths):
+            report = _verify_one(path, args.engine, pool, bar, number)
+            if report is None or not report.verified:
+                failures += 1
+            if report is not None:
+                bar.clear()
+                _print_report(report, sys.stdout)
+    bar.finish()
+    print(f"{len(paths) - failures} of {len(paths)} blocks verified", file=sys.stdout)
+    return 0 if failures == 0 else 1
+
+
+def _verify_one(path: Path, engine: str, pool: LocalPool | RayPool | None, bar: ProgressBar, done: int) -> BlockReport | None:
+    try:
+        block = load_block(path)
+        if pool is not None:
+            pool.load(block)
+        return run_block(block, engine=engine, pool=pool, progress=lambda i, n: bar.update(done + (i / n if n else 1)))
+    except EvmError as exc:
+        bar.clear()
+        print(f"{path}: error: {exc}", file=sys.stdout)
+        return None
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal (silent when the stream is not one)."""
+
+    def __init__(self, total: int, unit: str, stream: TextIO) -> None:
+        self.total, self.unit, self.stream = total, unit, stream
+        self.enabled = stream.isatty()
+        self.started = time.monotonic()
+
+    def update(self, done: float) -> None:
+        if not self.enabled or not self.total:
+            return
+        width = 30
+        filled = int(width * done / self.total)
+        elapsed = time.monotonic() - self.started
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done:.1f}/{self.total} {self.unit} {elapsed:.0f}s")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+
+    def finish(self) -> None:
+        self.clear()
+
+
+# bench ----------------------------------------------------------------------------------------
+
+
+BENCH_COLUMNS = ("block", "txs", "Mgas", "seq s", "par s", "seq Mgas/s", "speedup", "bound", "of bound", "re-exec")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    blocks = [(str(path), load_block(path)) for path in args.blocks]
+    with contextlib.ExitStack() as stack:
+        if args.generate:
+            out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="evm-bench-")))
+            blocks += _generated_blocks(args.generate, out)
+        pool = stack.enter_context(_pool(args.workers, args.engine, args.ray_address, always=True))
+        rows = [_bench_block(name, block, args.engine, pool, args.repeat) for name, block in blocks]
+    _print_table(rows, args.workers, args.repeat)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def _generated_blocks(spec: str, out: Path) -> list[tuple[str, Block]]:
+    from .generate import generate_block
+
+    blocks = []
+    for item in spec.split(","):
+        pattern, _, count = item.partition(":")
+        path = generate_block(pattern, int(count or 1000), out / f"{pattern}-{count}")
+        blocks.append((f"{pattern}:{count}", load_block(path)))
+    return blocks
+
+
+def _bench_block(name: str, block: Block, engine_name: str, pool: Any, repeat: int) -> dict[str, Any]:
+    """Sequential and parallel, side by side in one process, medians over ``repeat`` runs."""
+    engine = make_engine(engine_name, block)
+    pool.load(block)
+    sequential, parallel, reexecuted = [], [], []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        results = execute_sequential(engine)
+        sequential.append(time.perf_counter() - started)
+        parallel_results, stats = execute_parallel(engine, pool)
+        parallel.append(stats.elapsed_s)
+        reexecuted.append(stats.reexecuted)
+        if [r.receipt_fields() for r in parallel_results] != [r.receipt_fields() for r in results]:
+            raise EvmError(f"{name}: parallel execution differs from sequential")
+    from .parallel import dependency_bound
+
+    bound, _ = dependency_bound(results)
+    gas = sum(r.gas_used for r in results)
+    seq, par = statistics.median(sequential), statistics.median(parallel)
+    speedup = seq / par if par else 0.0
+    reachable = min(bound, pool.workers)
+    return {
+        "block": name, "txs": len(results), "Mgas": round(gas / 1e6, 3), "seq s": round(seq, 4),
+        "par s": round(par, 4), "seq Mgas/s": round(gas / seq / 1e6, 2) if seq else 0.0,
+        "speedup": round(speedup, 2), "bound": round(bound, 2),
+        "of bound": round(speedup / reachable, 2) if reachable else 0.0,
+        "re-exec": int(statistics.median(reexecuted)),
+    }
+
+
+def _print_table(rows: list[dict[str, Any]], workers: int, repeat: int) -> None:
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in BENCH_COLUMNS}
+    print(" | ".join(c.rjust(widths[c]) for c in BENCH_COLUMNS))
+    print("-+-".join("-" * widths[c] for c in BENCH_COLUMNS))
+    for row in rows:
+        print(" | ".join(str(row[c]).rjust(widths[c]) for c in BENCH_COLUMNS))
+    mainnet = [r for r in rows if ":" not in r["block"]]
+    if mainnet:
+        gas = sum(r["Mgas"] for r in mainnet)
+        seq = sum(r["seq s"] for r in mainnet)
+        print(
+            f"\nmainnet blocks: {len(mainnet)}, sequential {gas / seq:.1f} Mgas/s overall; median speedup "
+            f"{statistics.median(r['speedup'] for r in mainnet):.2f}x on {workers} workers, median bound "
+            f"{statistics.median(r['bound'] for r in mainnet):.2f}x, median of bound "
+            f"{statistics.median(r['of bound'] for r in mainnet):.2f}"
+        )
+    print(f"(medians of {repeat} runs; 'of bound' = speedup / min(bound, workers))")
+
+
+# generate -------------------------------------------------------------------------------------
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import PATTERNS, generate_block
+
+    if args.pattern not in PATTERNS:
+        raise EvmError(f"unknown pattern {args.pattern!r}; patterns: {', '.join(PATTERNS)}")
+    if args.transactions < 1:
+        raise EvmError("the number of transactions must be at least 1")
+    path = generate_block(args.pattern, args.transactions, args.out_dir, seed=args.seed, number=args.number)
+    print(path)
+    return 0
+
+
+# shared ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _pool(workers: int, engine: str, ray_address: str | None, always: bool = False) -> Iterator[Any]:
+    """None for sequential runs; else a Ray pool of ``workers`` actors (``always``: even for 1)."""
+    if workers < 1:
+        raise EvmError("--workers must be at least 1")
+    if workers == 1 and not always:
+        yield None
+        return
+    from workers.cluster import local_cluster
+
+    with local_cluster(workers, address=ray_address):
+        pool = RayPool(workers, engine)
+        try:
+            yield pool
+        finally:
+            pool.close()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m workers.evm", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def common(sub: argparse.ArgumentParser, workers: int) -> None:
+        sub.add_argument("--engine", choices=ENGINES, default="reference")
+        sub.add_argument("--workers", type=int, default=workers, help=f"Ray workers (default {workers})")
+        sub.add_argument("--ray-address", help="use this Ray cluster instead of a private one")
+
+    run = commands.add_parser("run", help="execute one block")
+    run.add_argument("block", help="block directory or bundle file")
+    run.add_argument("--json", action="store_true", help="print one JSON object")
+    common(run, 1)
+    run.set_defaults(command=cmd_run)
+
+    verify = commands.add_parser("verify", help="execute blocks in parallel and check them against their headers")
+    verify.add_argument("blocks", nargs="+")
+    common(verify, 2)
+    verify.set_defaults(command=cmd_verify)
+
+    bench = commands.add_parser("bench", help="sequential vs parallel, side by side")
+    bench.add_argument("blocks", nargs="*")
+    bench.add_argument("--repeat", type=int, default=3)
+    bench.add_argument("--generate", default=DEFAULT_GENERATED, help=f"PATTERN:N,... ('' for none; default {DEFAULT_GENERATED})")
+    bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    common(bench, 2)
+    bench.set_defaults(command=cmd_bench)
+
+    generate = commands.add_parser("generate", help="write a synthetic block with a known conflict pattern")
+    generate.add_argument("pattern")
+    generate.add_argument("transactions", type=int)
+    generate.add_argument("out_dir")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--number", type=int, default=19_500_000)
+    generate.set_defaults(command=cmd_generate)
+    return parser
