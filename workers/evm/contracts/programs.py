@@ -201,7 +201,7 @@ def pool_swap_calldata(amount_in: int) -> bytes:
 
 
 def pool_amount_out(amount_in: int, reserve0: int, reserve1: int) -> int:
-    """What `swap` pays, computed in Python (the generator checks its reserves stay positive)."""
+    """What `swap` pays for ``amount_in`` at the given reserves (the contract's formula, in Python)."""
     fee_in = amount_in * 997
     return fee_in * reserve1 // (reserve0 * 1000 + fee_in)
 
