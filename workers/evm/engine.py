@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any, NamedTuple, Protocol
 
 import rlp
 from eth_bloom import BloomFilter
@@ -24,13 +25,13 @@ from .state import Key, StateView
 Log = tuple[bytes, tuple[int, ...], bytes]
 
 
-@dataclass(frozen=True)
-class TxResult:
+class TxResult(NamedTuple):
     """One execution of one transaction: receipt fields plus exactly what it read and wrote.
 
     ``valid`` is False when the transaction could not be included against the state it saw
     (wrong nonce, unaffordable gas): in parallel execution that view may be stale, and a
-    re-execution decides; in the final result it makes the block invalid.
+    re-execution decides; in the final result it makes the block invalid. A named tuple
+    (immutable, and cheap to build and unpickle by the thousand between processes).
     """
 
     index: int
@@ -38,8 +39,8 @@ class TxResult:
     success: bool = False
     gas_used: int = 0
     logs: tuple[Log, ...] = ()
-    reads: Mapping[Key, Any] = field(default_factory=dict)
-    writes: Mapping[Key, Any] = field(default_factory=dict)
+    reads: Mapping[Key, Any] = MappingProxyType({})
+    writes: Mapping[Key, Any] = MappingProxyType({})
     error: str | None = None
 
     def receipt_fields(self) -> tuple[bool, int, tuple[Log, ...]]:

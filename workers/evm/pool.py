@@ -12,6 +12,7 @@ the wire once per block and each round costs one remote call per shard.
 """
 from __future__ import annotations
 
+import gc
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -52,13 +53,17 @@ class Shard:
         """Apply the changed write sets, then run ``batch`` in order: each transaction of the batch
         already sees the writes of the ones before it (fewer conflicts within a shard)."""
         assert self.engine is not None and self.state is not None, "load a block first"
-        self.state.update(updates)
-        results = []
-        for index in batch:
-            result = self.engine.execute(index, self.state.view(index))
-            self.state.set_writes(index, result.writes)
-            results.append(result)
-        return results
+        gc.disable()  # see execute_parallel: py-evm allocates heavily, almost nothing cyclic
+        try:
+            self.state.update(updates)
+            results = []
+            for index in batch:
+                result = self.engine.execute(index, self.state.view(index))
+                self.state.set_writes(index, result.writes)
+                results.append(result)
+            return results
+        finally:
+            gc.enable()
 
 
 class LocalPool:
