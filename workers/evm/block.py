@@ -199,7 +199,7 @@ def _parse_transaction(item: Any, index: int, header: Header) -> Transaction:
         raise MalformedBlock(f"{where}.type", f"type {tx_type} is not valid in {header.fork}")
     raw = _encode_transaction(item, tx_type, where)
     tx_hash = keccak(raw)
-    if "hash" in item and _bytes(item, "hash", f"{where}.hash", 32) != tx_hash:
+    if item.get("hash") is not None and _bytes(item, "hash", f"{where}.hash", 32) != tx_hash:
         raise MalformedBlock(f"{where}.hash", "does not match the transaction's fields")
     to = _optional_address(item, "to", f"{where}.to")
     gas = _int(item, "gas", f"{where}.gas")

@@ -109,6 +109,11 @@ class PreState:
     def __init__(self, accounts: Mapping[bytes, Account]) -> None:
         self.accounts = dict(accounts)
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PreState) and self.accounts == other.accounts
+
+    __hash__ = None  # type: ignore[assignment]
+
     def read(self, key: Key) -> Any:
         account = self.accounts.get(key[1])
         kind = key[0]
