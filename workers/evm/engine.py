@@ -34,7 +34,7 @@ class TxResult(NamedTuple):
     (immutable, and cheap to build and unpickle by the thousand between processes).
     """
 
-    index: int
+    index: int  # type: ignore[assignment]  # (shadows tuple.index, which nothing here uses)
     valid: bool
     success: bool = False
     gas_used: int = 0

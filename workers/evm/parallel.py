@@ -233,7 +233,7 @@ def _weight(result: TxResult | None, gas_limit: int) -> float:
 
 
 
-def dependency_bound(results: Sequence[TxResult]) -> tuple[float, list[int]]:
+def dependency_bound(results: Sequence[TxResult]) -> tuple[float, list[list[int]]]:
     """The critical-path bound on speedup: total gas / gas on the longest dependency chain.
 
     Transaction ``i`` depends on ``j < i`` when ``i`` read a location whose value came from ``j``'s

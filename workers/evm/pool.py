@@ -93,10 +93,10 @@ class RayPool:
     def __init__(self, workers: int = 2, engine: str = "reference", resources: Mapping[str, float] | None = None) -> None:
         import ray
 
-        actor_class = ray.remote(num_cpus=1, max_restarts=0)(Shard)
+        actor_class: Any = ray.remote(num_cpus=1, max_restarts=0)(Shard)
         options = {"resources": dict(resources)} if resources else {}
         self.workers = workers
-        self.actors = [actor_class.options(**options).remote(engine) for _ in range(workers)]
+        self.actors: list[Any] = [actor_class.options(**options).remote(engine) for _ in range(workers)]
 
     def load(self, block: Block | bytes) -> None:
         """Ship the block (as a bundle, once, through Ray's object store) to every shard."""
@@ -108,7 +108,7 @@ class RayPool:
     def run(self, batches: Sequence[Sequence[int]], updates: Mapping[int, Mapping[Key, Any]]) -> list[list[TxResult]]:
         import ray
 
-        updates_ref = ray.put(dict(updates)) if updates else {}
+        updates_ref: Any = ray.put(dict(updates)) if updates else {}
         # Every shard gets the updates, even one with nothing to run this round.
         calls = [actor.run.remote(list(batch), updates_ref) for actor, batch in zip(self.actors, _pad(batches, self.workers))]
         return ray.get(calls)

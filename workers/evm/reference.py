@@ -305,7 +305,8 @@ def _execution_context(block: Block, vm: Any) -> Any:
     from eth.vm.execution_context import ExecutionContext
 
     header = block.header
-    return ExecutionContext(
+    context_class: Any = ExecutionContext  # py-evm's NewTypes (Address, Hash32) are plain bytes
+    return context_class(
         coinbase=header.coinbase,
         timestamp=header.timestamp,
         block_number=header.number,
