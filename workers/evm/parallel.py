@@ -124,7 +124,7 @@ def _run_round(schedule: _Schedule, pool: ShardPool, ready: list[int], stats: Pa
     schedule.unsynced = {}
     stats.rounds += 1
     stats.executions += len(ready)
-    _apply(schedule, [result for batch in outputs for result in batch])
+    _apply(schedule, outputs)
 
 
 def _run_burst(schedule: _Schedule, engine: Engine, stats: ParallelStats) -> None:
@@ -137,24 +137,38 @@ def _run_burst(schedule: _Schedule, engine: Engine, stats: ParallelStats) -> Non
         result = engine.execute(index, schedule.state.view(index))
         stats.executions += 1
         stats.local_executions += 1
-        _apply(schedule, [result])
+        _apply(schedule, [[result]])
 
 
-def _apply(schedule: _Schedule, results: list[TxResult]) -> None:
-    """Record new results, then re-validate every transaction whose reads may have changed."""
+def _apply(schedule: _Schedule, batches: list[list[TxResult]]) -> None:
+    """Record new results, then re-validate every transaction whose reads may have changed.
+
+    ``batches`` come from one round, in block order, each in block order. A shard ran its batch
+    against the state of the round's start plus its own batch's writes, so a transaction can only
+    have missed the writes of *earlier batches* of the same round: one whose reads avoid every
+    location those wrote needs no validation here (a set test instead of a read per location).
+    Transactions of earlier rounds are re-validated through the readers index.
+    """
     to_validate: set[int] = set()
-    for result in sorted(results, key=lambda r: r.index):
-        index = result.index
-        _forget_reads(schedule, index)
-        schedule.results[index] = result
-        schedule.pending.discard(index)
-        changed = schedule.state.set_writes(index, result.writes)
-        if changed:
-            schedule.unsynced[index] = result.writes
-        for key in changed:
-            to_validate.update(j for j in _readers_of(schedule, key) if j > index)
-        _index_reads(schedule, index, result)
-        to_validate.add(index)
+    earlier_writes: set[Key] = set()
+    earlier_wiped = False
+    for batch in batches:
+        for result in batch:
+            index = result.index
+            _forget_reads(schedule, index)
+            schedule.results[index] = result
+            schedule.pending.discard(index)
+            changed = schedule.state.set_writes(index, result.writes)
+            if changed:
+                schedule.unsynced[index] = result.writes
+            for key in changed:
+                to_validate.update(j for j in _readers_of(schedule, key) if j > index)
+            _index_reads(schedule, index, result)
+            if earlier_wiped or not earlier_writes.isdisjoint(result.reads):
+                to_validate.add(index)
+        for result in batch:
+            earlier_writes.update(result.writes)
+            earlier_wiped = earlier_wiped or any(key[0] == WIPE for key in result.writes)
     for index in sorted(to_validate):
         if index not in schedule.pending and not _valid(schedule, index):
             schedule.pending.add(index)
