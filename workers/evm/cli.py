@@ -136,6 +136,7 @@ BENCH_COLUMNS = ("block", "txs", "Mgas", "seq s", "par s", "seq Mgas/s", "speedu
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    capacity = machine_capacity(args.workers)
     blocks = [(str(path), load_block(path)) for path in args.blocks]
     with contextlib.ExitStack() as stack:
         if args.generate:
@@ -144,9 +145,40 @@ def cmd_bench(args: argparse.Namespace) -> int:
         pool = stack.enter_context(_pool(args.workers, args.engine, args.ray_address, always=True))
         rows = [_bench_block(name, block, args.engine, pool, args.repeat) for name, block in blocks]
     _print_table(rows, args.workers, args.repeat)
+    print(
+        f"machine capacity: {args.workers} processes of pure-Python work run {capacity:.2f}x faster together than "
+        f"one after another (the ceiling for any speedup here; 2 vCPUs need not give 2x)"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        Path(args.json).write_text(json.dumps({"capacity": capacity, "rows": rows}, indent=1))
     return 0
+
+
+def machine_capacity(workers: int, repeat: int = 3) -> float:
+    """How much faster ``workers`` processes of CPU-bound Python finish together than in turn
+    (median of ``repeat``): what parallel execution can hope for on this machine."""
+    import multiprocessing
+
+    if workers <= 1:
+        return 1.0
+    ratios = []
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        pool.map(_spin, [1] * workers)  # warm up the processes
+        for _ in range(repeat):
+            alone = _spin(1)
+            started = time.perf_counter()
+            pool.map(_spin, [1] * workers)
+            together = time.perf_counter() - started
+            ratios.append(workers * alone / together)
+    return statistics.median(ratios)
+
+
+def _spin(_: int) -> float:
+    started = time.perf_counter()
+    total = 0
+    for i in range(3_000_000):
+        total += i * i
+    return time.perf_counter() - started
 
 
 def _generated_blocks(spec: str, out: Path) -> list[tuple[str, Block]]:
