@@ -132,3 +132,10 @@ def test_a_balance_read_depends_on_every_credit_since_the_last_write() -> None:
         TxResult(3, True, gas_used=1, reads={key: (3, 0, True)}),
     ]
     assert dependency_bound(results)[1][3] == [0, 1, 2]
+
+
+def test_a_long_chain_re_executes_each_stale_transaction_once(tmp_path: Path) -> None:
+    parallel, sequential, stats = run_both(generate_block("dex", 1000, tmp_path / "dex"), LocalPool(workers=2))
+    assert_same(parallel, sequential)
+    # The second shard's 500 swaps ran once against stale reserves and once more, in local bursts.
+    assert (stats.reexecuted, stats.local_executions) == (500, 500)

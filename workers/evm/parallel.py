@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import gc
+import heapq
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,9 +66,11 @@ class _Schedule:
     state: VersionedState
     results: list[TxResult | None]
     pending: set[int] = field(default_factory=set)
-    readers: dict[Key, set[int]] = field(default_factory=dict)
+    readers: dict[Key, list[int]] = field(default_factory=dict)  # sorted transaction indices
     unsynced: dict[int, Mapping[Key, Any]] = field(default_factory=dict)
     gas_limits: list[int] = field(default_factory=list)
+    pending_heap: list[int] = field(default_factory=list)  # lazily pruned: min(pending) in O(log n)
+    burst: int = BURST
 
 
 def execute_parallel(engine: Engine, pool: ShardPool, *, progress: Callable[[int, int], None] | None = None) -> tuple[list[TxResult], ParallelStats]:
@@ -99,14 +102,18 @@ def _execute_parallel(engine: Engine, pool: ShardPool, progress: Callable[[int, 
         [None] * count,
         pending=set(range(count)),
         gas_limits=[tx.gas for tx in engine.block.transactions],
+        pending_heap=list(range(count)),
     )
     stats = ParallelStats(transactions=count)
     ready = list(range(count))
     while ready:
         if len(ready) > 1:
+            schedule.burst = BURST
             _run_round(schedule, pool, ready, stats)
         else:
             _run_burst(schedule, engine, stats)
+            # A chain that goes on: longer bursts, fewer scans of the pending set.
+            schedule.burst = min(schedule.burst * 2, 4096)
         if progress:
             progress(count - len(schedule.pending), count)
         ready = _ready(schedule)
@@ -130,10 +137,13 @@ def _run_round(schedule: _Schedule, pool: ShardPool, ready: list[int], stats: Pa
 def _run_burst(schedule: _Schedule, engine: Engine, stats: ParallelStats) -> None:
     """Run the lowest pending transactions here, one after another: each is final when it runs."""
     stats.rounds += 1
-    for _ in range(BURST):
-        if not schedule.pending:
+    heap = schedule.pending_heap
+    for _ in range(schedule.burst):
+        while heap and heap[0] not in schedule.pending:
+            heapq.heappop(heap)
+        if not heap:
             return
-        index = min(schedule.pending)
+        index = heap[0]
         result = engine.execute(index, schedule.state.view(index))
         stats.executions += 1
         stats.local_executions += 1
@@ -162,7 +172,7 @@ def _apply(schedule: _Schedule, batches: list[list[TxResult]]) -> None:
             if changed:
                 schedule.unsynced[index] = result.writes
             for key in changed:
-                to_validate.update(j for j in _readers_of(schedule, key) if j > index)
+                to_validate.update(_affected_readers(schedule, key, index))
             _index_reads(schedule, index, result)
             if earlier_wiped or not earlier_writes.isdisjoint(result.reads):
                 to_validate.add(index)
@@ -172,6 +182,7 @@ def _apply(schedule: _Schedule, batches: list[list[TxResult]]) -> None:
     for index in sorted(to_validate):
         if index not in schedule.pending and not _valid(schedule, index):
             schedule.pending.add(index)
+            heapq.heappush(schedule.pending_heap, index)
             _forget_reads(schedule, index)
 
 
@@ -190,7 +201,7 @@ def _read_index_keys(key: Key) -> tuple[Key, ...]:
 def _index_reads(schedule: _Schedule, index: int, result: TxResult) -> None:
     for key in result.reads:
         for indexed in _read_index_keys(key):
-            schedule.readers.setdefault(indexed, set()).add(index)
+            bisect.insort(schedule.readers.setdefault(indexed, []), index)
 
 
 def _forget_reads(schedule: _Schedule, index: int) -> None:
@@ -202,11 +213,35 @@ def _forget_reads(schedule: _Schedule, index: int) -> None:
         for indexed in _read_index_keys(key):
             readers = schedule.readers.get(indexed)
             if readers:
-                readers.discard(index)
+                position = bisect.bisect_left(readers, index)
+                if position < len(readers) and readers[position] == index:
+                    del readers[position]
 
 
-def _readers_of(schedule: _Schedule, key: Key) -> set[int]:
-    return schedule.readers.get(key, set())
+def _affected_readers(schedule: _Schedule, key: Key, index: int) -> list[int]:
+    """Readers of ``key`` that may have seen ``index``'s write: those after it, up to and including
+    the next transaction that overwrites the key (later readers see that one's value instead).
+    A credit does not hide an earlier write, and a wipe is followed up to the next wipe."""
+    readers = schedule.readers.get(key)
+    if not readers:
+        return []
+    start = bisect.bisect_right(readers, index)
+    if start == len(readers):
+        return []
+    end = _next_overwrite(schedule.state, key, index)
+    stop = len(readers) if end is None else bisect.bisect_right(readers, end)
+    return readers[start:stop]
+
+
+def _next_overwrite(state: VersionedState, key: Key, index: int) -> int | None:
+    writers = state.writers_of(key)
+    position = bisect.bisect_right(writers, index)
+    while position < len(writers):
+        writer = writers[position]
+        if not isinstance(state.writes[writer][key], Credit):
+            return writer
+        position += 1
+    return None
 
 
 def _ready(schedule: _Schedule) -> list[int]:

@@ -188,6 +188,10 @@ class VersionedState:
         self.writes[index] = writes
         return changed
 
+    def writers_of(self, key: Key) -> list[int]:
+        """The transactions whose current write set holds ``key``, in block order (do not modify)."""
+        return self._writers.get(key, [])
+
     def update(self, write_sets: Mapping[int, Mapping[Key, Any]]) -> None:
         for index, writes in write_sets.items():
             self.set_writes(index, writes)
