@@ -27,17 +27,18 @@ def mainnet_index() -> list[dict[str, Any]]:
     return json.loads((mainnet_dir() / "index.json").read_text())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_cluster() -> Iterator[str]:
-    """A private Ray cluster for the session: four logical CPUs, so the CLI test can start its own
-    two shards while the session pool's two sit idle."""
+    """A private Ray cluster for these tests (stopped after them, so later tests connect to their
+    own clusters): four logical CPUs, so the CLI test can start its own
+    two shards while the shared pool's two sit idle."""
     from workers.cluster import local_cluster
 
     with local_cluster(4, namespace="evm-tests") as address:
         yield address
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_pool(ray_cluster: str) -> Iterator[Any]:
     """Two long-lived shard actors, reused by every test that loads a block into them."""
     from workers.evm import RayPool

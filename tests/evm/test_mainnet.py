@@ -56,3 +56,20 @@ def test_the_verify_command_passes_on_every_block(ray_cluster: str, capsys: pyte
     paths = [str(mainnet_dir() / str(entry["number"])) for entry in BLOCKS[:3]]
     assert main(["verify", *paths, "--workers", "2", "--ray-address", ray_cluster]) == 0
     assert f"{len(paths)} of {len(paths)} blocks verified" in capsys.readouterr().out
+
+
+def test_bench_prints_the_table_for_blocks_and_generated_ones(ray_cluster: str, capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+    from workers.evm.cli import main
+
+    block = str(mainnet_dir() / str(BLOCKS[-1]["number"]))
+    rows = tmp_path / "rows.json"
+    argv = ["bench", block, "--generate", "transfers:60,dex:20", "--repeat", "1", "--ray-address", ray_cluster, "--json", str(rows)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for heading in ("seq s", "par s", "speedup", "bound", "of bound", "transfers:60", "dex:20", "machine capacity"):
+        assert heading in out
+    import json
+
+    document = json.loads(rows.read_text())
+    assert [row["block"] for row in document["rows"]] == [block, "transfers:60", "dex:20"]
+    assert document["rows"][1]["bound"] > 50 and document["rows"][2]["bound"] == 1.0

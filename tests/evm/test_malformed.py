@@ -153,3 +153,21 @@ def test_verify_reports_every_block_and_fails_if_one_does(tmp_path: Path, capsys
     assert main(["verify", str(CANCUN), str(broken), "--workers", "1"]) == 1
     out = capsys.readouterr().out
     assert "block.miner: missing" in out and "1 of 2 blocks verified" in out
+
+
+def test_the_progress_bar_draws_on_a_terminal_only() -> None:
+    import io
+
+    from workers.evm.cli import ProgressBar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal, pipe = Terminal(), io.StringIO()
+    for stream in (terminal, pipe):
+        bar = ProgressBar(4, "blocks", stream)
+        bar.update(2)
+        bar.finish()
+    assert "[###############...............] 2.0/4 blocks" in terminal.getvalue()
+    assert pipe.getvalue() == ""
