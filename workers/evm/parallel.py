@@ -281,7 +281,6 @@ def _weight(result: TxResult | None, gas_limit: int) -> float:
     return float(result.gas_used if result is not None and result.gas_used else gas_limit)
 
 
-
 def dependency_bound(results: Sequence[TxResult]) -> tuple[float, list[list[int]]]:
     """The critical-path bound on speedup: total gas / gas on the longest dependency chain.
 
