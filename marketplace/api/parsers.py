@@ -1,9 +1,10 @@
 """The API's JSON parser: DRF's, refusing two kinds of body that used to end in a 500.
 
 - Nesting: Python's decoder recurses once per ``[`` or ``{``, so ``[[[[...`` a thousand or so
-  deep (two kilobytes) raised RecursionError, a 500. Where exactly depends on how deep the stack
-  already is, and later steps (schema validation, ``json.dumps``) recurse too; no API body needs
-  more than a handful of levels, so anything past `MAX_DEPTH` is refused outright.
+  deep (two kilobytes) raised RecursionError, a 500, or under a raised recursion limit crashed
+  the process. Where exactly depends on how deep the stack already is, and later steps (schema
+  validation, ``json.dumps``) recurse too; no API body needs more than a handful of levels, so
+  anything past `MAX_DEPTH` is refused outright: `check_nesting` counts brackets before parsing.
 - Lone UTF-16 surrogates (``"\\ud800"``): legal JSON escapes, but not Unicode text. Echoed back
   in an error ("unknown field '\\ud800'") they made the UTF-8 response itself fail, a 500 again.
 
@@ -11,8 +12,12 @@ Both are ``400 parse_error``, like any other body that is not JSON.
 """
 from __future__ import annotations
 
+import io
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from django.conf import settings
 
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
@@ -24,12 +29,38 @@ class JSONParser(parsers.JSONParser):
     """``application/json`` bodies, at most `MAX_DEPTH` levels deep and valid Unicode throughout."""
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
+        raw = stream.read()
+        encoding = (parser_context or {}).get("encoding") or settings.DEFAULT_CHARSET
+        check_nesting(raw.decode(encoding, errors="replace"))
         try:
-            data = super().parse(stream, media_type, parser_context)
+            data = super().parse(io.BytesIO(raw), media_type, parser_context)
         except RecursionError:
             raise ParseError(f"JSON parse error - nested more than {MAX_DEPTH} levels deep") from None
         check_shape(data)
         return data
+
+
+# A string (possessive: an unterminated one runs to the end in one linear pass) or a bracket.
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]++|\\.)*+"?|[\[\]{}]', re.S)
+
+
+def check_nesting(text: str) -> None:
+    """Raise ParseError if the JSON ``text`` opens more than `MAX_DEPTH` levels, before it is parsed.
+
+    The decoder's own guard is the interpreter's recursion limit, and that is not ours to rely on:
+    a library in the same process may raise it (py-evm, through py_ecc, sets it to 100,000 on
+    import), and then a deep enough body overflows the C stack, which kills the process instead
+    of raising RecursionError.
+    """
+    depth = 0
+    for match in _STRING_OR_BRACKET.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ParseError(f"JSON parse error - nested more than {MAX_DEPTH} levels deep")
+        elif token in ("]", "}"):
+            depth -= 1
 
 
 def check_shape(data: Any) -> None:

@@ -150,6 +150,21 @@ def test_a_body_nested_too_deeply_to_parse_is_refused(world, before, endpoint):
     assert_refused(world.send_raw(endpoint, b"[" * depth + b"]" * depth), before, code="parse_error")
 
 
+def test_deep_nesting_is_refused_before_parsing_even_under_a_raised_recursion_limit(world, before):
+    """Importing py-evm (the EVM workload) raises the recursion limit to 100,000 for the whole process;
+    the decoder would then recurse deep enough to overflow the C stack and kill the process."""
+    import sys
+
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)  # what py_ecc sets on import
+    try:
+        depth = 100_000
+        raw = b'{"a": "[[[[", "b": ' + b"[" * depth + b"]" * depth + b"}"
+        assert_refused(world.send_raw(BY_NAME["job-create"], raw), before, code="parse_error")
+    finally:
+        sys.setrecursionlimit(previous)
+
+
 @pytest.mark.parametrize("endpoint", [BY_NAME["job-create"]], ids=str)
 def test_a_deeply_nested_spec_is_refused(world, before, endpoint):
     for depth in (500, 990, 5000):
