@@ -116,6 +116,8 @@ ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT", str(RUN_DIR / "artifacts")) or RUN
 ARTIFACT_MAX_BYTES = env_int("ARTIFACT_MAX_BYTES", 64 * 1024 * 1024, minimum=1)
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
 JOB_SPEC_MAX_BYTES = env_int("JOB_SPEC_MAX_BYTES", 64 * 1024, minimum=256)
+# Input artifacts one job may name, in total: their bytes travel to the node with the run.
+JOB_INPUT_MAX_BYTES = env_int("JOB_INPUT_MAX_BYTES", 64 * 1024 * 1024, minimum=1)
 JOB_DEFAULT_BUDGET_WEI = env_int("JOB_DEFAULT_BUDGET_WEI", 10**16)  # 0.01 ETH
 NODE_HEARTBEAT_TIMEOUT_S = env_int("NODE_HEARTBEAT_TIMEOUT_S", 30, minimum=1)
 # Failed token authentications allowed per client address per minute before 429s.

@@ -39,9 +39,12 @@ def _single(name: str, ttl_s: int) -> Iterator[bool]:
 
 def _start_matched(match: scheduling.Match) -> None:
     """Hand a matched attempt to Ray; a refusal queues the job again (or fails it)."""
+    spec = scheduling.spec_to_run(match)
+    if spec is None:
+        return  # an input vanished from storage: the attempt has failed
     _ray()
     try:
-        ray_client.submit(match.spec)
+        ray_client.submit(spec)
     except ray_client.RunFailed as exc:
         if exc.retriable:
             scheduling.requeue_attempt(match.attempt_id, exc.reason)

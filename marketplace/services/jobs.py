@@ -16,6 +16,7 @@ from marketplace.catalog import GPU_CATALOG
 from marketplace.errors import Conflict, InvalidInput, InvalidTransition, NotFound
 from marketplace.models import TERMINAL_STATES, AttemptOutcome, Job, JobEvent, JobEventType, JobState
 from marketplace.models.fields import UINT256_MAX
+from marketplace.services import job_inputs
 from workers.runtime import kinds
 
 MAX_GPUS_PER_JOB = 64
@@ -81,7 +82,7 @@ def submit_job(
     """
     requirements = requirements or Requirements()
     budget = settings.JOB_DEFAULT_BUDGET_WEI if budget_wei is None else budget_wei
-    checked_spec = _checked_spec(kind, spec)
+    checked_spec = job_inputs.check_inputs(owner=owner, kind=kind, spec=_checked_spec(kind, spec))
     _check_requirements(requirements)
     _check_money(max_price_wei, budget)
     if queue_timeout_s is not None and not 1 <= queue_timeout_s <= MAX_QUEUE_TIMEOUT_S:

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from marketplace import dispatch
 from marketplace.models import AttemptOutcome, Job, JobAttempt, JobEvent, JobEventType, JobState, Node, Offer
+from marketplace.services import job_inputs
 from marketplace.services import jobs as job_service
 from workers.runtime.spec import JobSpec, RunReport, RunState
 
@@ -88,6 +89,16 @@ def spec_for(attempt: JobAttempt) -> JobSpec:
     job = attempt.job
     return JobSpec(job_id=job.pk, attempt=attempt.number, kind=job.kind, spec=job.spec, gpus=attempt.gpus,
                    node_id=attempt.node_id or 0, gpu_model=attempt.offer.gpu_model if attempt.offer else "")
+
+
+def spec_to_run(match: Match) -> JobSpec | None:
+    """The match's spec with its input artifacts' bytes attached (read outside the matching
+    transaction: they may be megabytes); None, with the attempt failed, if an input is gone."""
+    try:
+        return job_inputs.attach_inputs(match.spec)
+    except job_inputs.InputUnavailable as exc:
+        fail_attempt(match.attempt_id, str(exc))
+        return None
 
 
 @transaction.atomic

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,18 +25,25 @@ def _test_database_url() -> str:
     return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
 
 
-@pytest.fixture(scope="module")
-def stack(django_db_setup: None, django_db_blocker: Any) -> Iterator[Stack]:
+@contextmanager
+def stack_on_test_database(django_db_blocker: Any, **options: Any) -> Iterator[Stack]:
+    """`running_stack` on the test database (``options`` go to it); the tables are emptied after."""
     with django_db_blocker.unblock():
         database_url = _test_database_url()
     try:
-        with running_stack(database_url, db_access=django_db_blocker.unblock) as running:
+        with running_stack(database_url, db_access=django_db_blocker.unblock, **options) as running:
             yield running
     finally:
         with django_db_blocker.unblock():
             from django.core.management import call_command
 
             call_command("flush", interactive=False, verbosity=0)  # later tests expect empty tables
+
+
+@pytest.fixture(scope="module")
+def stack(django_db_setup: None, django_db_blocker: Any) -> Iterator[Stack]:
+    with stack_on_test_database(django_db_blocker) as running:
+        yield running
 
 
 @pytest.fixture

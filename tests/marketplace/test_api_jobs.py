@@ -10,6 +10,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from marketplace.models import Job, JobEvent
 from marketplace.services.jobs import transition_job
 from tests.conftest import submit_job
+from workers.runtime import kinds
 
 JOBS = "/api/v1/jobs/"
 
@@ -71,8 +72,10 @@ def test_a_submitted_job_has_its_first_two_events(developer):
         ("state", "", "pending"), ("state", "pending", "queued")]
 
 
-def test_a_reserved_kind_cannot_be_submitted_yet(developer):
-    assert_refused(post(developer, {"kind": "evm_block", "spec": {"block_artifact": 1}}), "job_kind_unavailable")
+def test_a_reserved_kind_cannot_be_submitted_yet(developer, monkeypatch):
+    reserved = kinds.JobKind(name="quantum", description="not yet", spec_schema={"type": "object"}, available=False)
+    monkeypatch.setitem(kinds._REGISTRY, reserved.name, reserved)
+    assert_refused(post(developer, {"kind": "quantum", "spec": {}}), "job_kind_unavailable")
 
 
 @pytest.mark.parametrize(("kind", "code"), [("mining", "unknown_job_kind"), ("BENCHMARK", "unknown_job_kind"),

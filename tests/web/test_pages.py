@@ -519,7 +519,7 @@ def test_an_empty_job_list_points_to_the_submit_form(developer_web: Client) -> N
 def test_submitting_a_job_queues_it_and_shows_its_events(developer_web: Client, developer: Any) -> None:
     form = developer_web.get("/jobs/new/")
     assertContains(form, '<option value="benchmark"')
-    assertNotContains(form, '<option value="evm_block"')  # reserved kinds cannot be submitted
+    assertContains(form, '<option value="evm_block"')
     response = developer_web.post("/jobs/new/", {
         "kind": "benchmark", "spec": '{"measurements": ["cpu_gflops"]}', "gpu_model": RTX_4090, "gpus": "2",
         "min_vram_gb": "16", "max_price_wei": "3000000000000000", "budget_wei": ""}, follow=True)
@@ -538,7 +538,9 @@ def test_submitting_a_job_queues_it_and_shows_its_events(developer_web: Client, 
     ({"spec": '{"measurements": ["vibes"]}'}, "spec", "spec[&#x27;measurements&#x27;][0]"),
     ({"spec": '{"duration_s": 601}'}, "spec", "spec[&#x27;duration_s&#x27;]: 601 is greater than the maximum"),
     ({"spec": '{"duration_s": NaN}'}, "spec", "spec[&#x27;duration_s&#x27;]: nan is not a finite number"),
-    ({"kind": "evm_block"}, "kind", "Select a valid choice"),
+    ({"kind": "mining"}, "kind", "Select a valid choice"),
+    ({"kind": "evm_block", "spec": '{"blocks": [999]}'}, "spec",
+     "spec[&#x27;blocks&#x27;][0]: no artifact 999 of yours"),
     ({"gpus": "0"}, "gpus", "greater than or equal to 1"),
     ({"budget_wei": "0"}, "budget_wei", "budget_wei must be a positive integer"),
     ({"max_price_wei": "lots"}, "max_price_wei", "Enter a whole number of wei"),
@@ -583,3 +585,33 @@ def test_the_job_list_is_paginated_and_tolerates_a_junk_page_number(developer_we
     assert len(first) == 25
     assertContains(developer_web.get("/jobs/", {"page": "lots"}), "Page 1 of 2")
     assertContains(developer_web.get("/jobs/", {"page": "99"}), "Page 2 of 2")
+
+
+def test_an_evm_block_result_shows_a_row_per_block(developer_web: Client, developer: Any) -> None:
+    job = jobs.submit_job(owner=developer.user, kind="benchmark")
+    block = {"artifact": 4, "number": 19933122, "fork": "cancun", "transactions": 45, "gas_used": 2056821,
+             "verified": True, "reexecuted": 6, "rounds": 3, "workers": 2, "elapsed_s": 0.8123456,
+             "mismatch": None, "checks": {"gas_used": True}}
+    result = {"engine": "reference", "workers": 2, "workers_requested": 2,
+              "blocks": [block, {**block, "number": 19923400, "transactions": 24, "gas_used": 1624049,
+                                 "reexecuted": 0, "rounds": 1, "elapsed_s": 0.1}],
+              "totals": {"blocks": 2, "transactions": 69, "gas_used": 3680870, "reexecuted": 6, "elapsed_s": 0.9123456,
+                         "verified": True}}
+    Job.objects.filter(pk=job.pk).update(kind="evm_block", spec={"blocks": [4, 5]}, result=result,
+                                         state=JobState.SUCCEEDED)
+
+    page = text(developer_web.get(f"/jobs/{job.pk}/"))
+
+    table = page[page.index('<table class="evm-blocks">'):page.index("</table>", page.index("evm-blocks"))]
+    cells = [re.sub(r"\s+", " ", cell).strip() for cell in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", table, re.S)]
+    assert cells[9:27] == ["19933122", "cancun", "45", "2,056,821", "yes", "6", "3", "2", "0.812",
+                           "19923400", "cancun", "24", "1,624,049", "yes", "0", "1", "2", "0.100"]
+    assert cells[27:] == ["2 blocks", "", "69", "3,680,870", "all", "6", "", "", "0.912"]
+    assert "<summary>Full result (JSON)</summary>" in page  # the whole document is still there
+
+
+def test_a_result_that_is_not_shaped_like_blocks_is_shown_as_json(developer_web: Client, developer: Any) -> None:
+    job = jobs.submit_job(owner=developer.user, kind="benchmark")
+    Job.objects.filter(pk=job.pk).update(kind="evm_block", result={"blocks": "<b>odd</b>"}, state=JobState.SUCCEEDED)
+    page = text(developer_web.get(f"/jobs/{job.pk}/"))
+    assert "evm-blocks" not in page and "&lt;b&gt;odd&lt;/b&gt;" in page

@@ -14,4 +14,8 @@ def executor_for(kind: str) -> Executor:
         from workers.runtime.benchmark import run_benchmark
 
         return run_benchmark
+    if kind == "evm_block":
+        from workers.runtime.evm_job import run_evm_blocks
+
+        return run_evm_blocks
     raise NoExecutor(f"this node cannot run {kind!r} jobs")

@@ -7,9 +7,21 @@ round trip unchanged, so they can cross Celery, Ray and HTTP alike.
 >>> spec = JobSpec(job_id=7, attempt=1, kind="benchmark", spec={"measurements": []}, gpus=1, node_id=3)
 >>> JobSpec.from_json(spec.to_json()) == spec
 True
+
+A job's input artifacts travel inside its `JobSpec` (``inputs``: artifact id -> base64 of the bytes),
+read from the marketplace's artifact storage by the Celery worker that starts the run. Why there:
+nothing else ships inputs to nodes; the Ray run actor is created with the spec as its argument, so
+the bytes reach the node in the same call that pins the run there (Ray moves arguments over 100 KB
+through its object store) and the run holds its own copy from its constructor on, for its whole
+life. Two alternatives were weaker: a ``ray.put`` reference held by the run would die with the
+Celery worker process that owns it, while the run is detached precisely to outlive that process;
+and a node fetching from the marketplace would need credentials for, and a route to, its storage.
+A re-queued attempt on another node simply gets the bytes again. The cost is a bounded copy per
+attempt (``JOB_INPUT_MAX_BYTES``, checked at submission).
 """
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -38,6 +50,11 @@ class JobSpec:
     node_id: int
     gpu_model: str = ""
     version: int = SPEC_VERSION
+    inputs: dict[str, str] = field(default_factory=dict)  # artifact id -> base64 of its bytes
+
+    def input_bytes(self, artifact_id: int) -> bytes:
+        """The bytes of input artifact ``artifact_id`` (KeyError if the spec does not carry it)."""
+        return base64.b64decode(self.inputs[str(artifact_id)], validate=True)
 
     @property
     def run_name(self) -> str:
@@ -45,7 +62,10 @@ class JobSpec:
         return f"job-{self.job_id}-attempt-{self.attempt}"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        data = asdict(self)
+        if not self.inputs:
+            del data["inputs"]  # specs without inputs read exactly as before inputs existed
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> JobSpec:

@@ -40,3 +40,23 @@ def duration(seconds: int | None) -> str:
 def pretty_json(value: Any) -> str:
     """Indented JSON for a ``<pre>`` block (autoescaped by the template)."""
     return json.dumps(value, indent=2, sort_keys=True)
+
+
+@register.filter
+def grouped(value: Any) -> str:
+    """``2056821`` -> ``"2,056,821"``; anything but an integer is shown as it is."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+EVM_ROW_FIELDS = ("number", "fork", "transactions", "gas_used", "verified", "reexecuted", "rounds", "workers",
+                  "elapsed_s")
+
+
+@register.filter
+def evm_block_rows(result: Any) -> list[dict[str, Any]]:
+    """The per-block rows of an ``evm_block`` result for its table; [] if it does not have that shape
+    (the result comes from the provider's machine: the page then shows it as JSON only)."""
+    blocks = result.get("blocks") if isinstance(result, dict) else None
+    if not isinstance(blocks, list) or not all(isinstance(block, dict) for block in blocks):
+        return []
+    return [{name: block.get(name, "") for name in EVM_ROW_FIELDS} for block in blocks]
