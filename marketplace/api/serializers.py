@@ -278,12 +278,18 @@ class JobSerializer(serializers.ModelSerializer):
     requirements = serializers.SerializerMethodField()
     max_price_wei = WeiField(allow_null=True)
     budget_wei = WeiField()
+    children = serializers.SerializerMethodField(help_text="The jobs this one was split into (ids, in block order)")
 
     class Meta:
         model = Job
         fields = ["id", "kind", "state", "spec", "requirements", "max_price_wei", "budget_wei", "queue_timeout_s",
-                  "offer", "node", "attempts", "progress", "progress_message", "result_artifact", "created_at",
-                  "updated_at", "finished_at"]
+                  "offer", "node", "attempts", "progress", "progress_message", "result_artifact", "parent",
+                  "children", "created_at", "updated_at", "finished_at"]
+        extra_kwargs = {"parent": {"help_text": "The job this one is a part of, if it was split"}}
+
+    @extend_schema_field(serializers.ListField(child=serializers.IntegerField()))
+    def get_children(self, job: Job) -> list[int]:
+        return sorted(child.pk for child in job.children.all())  # all(): prefetched in lists
 
     @extend_schema_field(RequirementsSerializer)
     def get_requirements(self, job: Job) -> dict[str, Any]:

@@ -355,7 +355,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def get_queryset(self) -> QuerySet[Job]:
         if getattr(self, "swagger_fake_view", False):
             return Job.objects.none()
-        return Job.objects.owned_by(self.request.user).order_by("-created_at", "-id")
+        return Job.objects.owned_by(self.request.user).prefetch_related("children").order_by("-created_at", "-id")
 
     def get_object(self) -> Job:
         return jobs.job_of(self.request.user, _int_id(self.kwargs["pk"]))

@@ -50,6 +50,9 @@ class Job(models.Model):
     """A developer's unit of work: what to run (``kind`` + ``spec``), where, and for how much."""
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    # A job split across nodes (``evm_block`` with ``nodes`` > 1) is a parent that never runs itself and
+    # children that do; the parent's state follows theirs (`services.jobs.follow_children`).
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
     kind = models.CharField(max_length=32)
     spec = models.JSONField(default=dict)
     gpu_model = models.CharField(max_length=64, blank=True, default="")  # "" means any model

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Case, F, IntegerField, Subquery, Value, When
 from django.utils import timezone
 
 from marketplace import dispatch
@@ -52,14 +52,26 @@ def lease_cost_wei(price_per_gpu_hour_wei: int, gpus: int, seconds: int) -> int:
 
 
 def candidate_offers(job: Job, now: datetime) -> list[Offer]:
-    """Offers that fit the job, cheapest first; ties go to the node with the best track record."""
+    """Offers that fit the job, cheapest first; ties go to the node with the best track record.
+
+    A child of a split job (see `services.jobs`) prefers the nodes not running one of its siblings
+    (an active attempt of another child of its parent) even when they are dearer, since spreading
+    the blocks over nodes is what the split is for; a busy node still takes it when nothing else fits.
+    """
     offers = Offer.objects.available(now).filter(
         vram_gb__gte=job.min_vram_gb, gpu_count__gte=F("reserved_gpus") + job.gpus)
     if job.gpu_model:
         offers = offers.filter(gpu_model=job.gpu_model)
     if job.max_price_wei is not None:
         offers = offers.filter(price_per_gpu_hour_wei__lte=job.max_price_wei)
-    ordered = offers.order_by("price_per_gpu_hour_wei", F("node__runs_failed") - F("node__runs_succeeded"), "id")
+    order: list[Any] = ["price_per_gpu_hour_wei", F("node__runs_failed") - F("node__runs_succeeded"), "id"]
+    if job.parent_id is not None:
+        sibling_nodes = JobAttempt.objects.filter(job__parent_id=job.parent_id, outcome=AttemptOutcome.ACTIVE) \
+            .exclude(job_id=job.pk).values("node_id")
+        offers = offers.annotate(sibling_here=Case(When(node_id__in=Subquery(sibling_nodes), then=Value(1)),
+                                                   default=Value(0), output_field=IntegerField()))
+        order.insert(0, "sibling_here")
+    ordered = offers.order_by(*order)
     return [offer for offer in ordered[:MATCH_CANDIDATES]
             if lease_cost_wei(offer.price_per_gpu_hour_wei, job.gpus, offer.min_duration_s) <= job.budget_wei]
 
@@ -103,11 +115,16 @@ def spec_to_run(match: Match) -> JobSpec | None:
 
 @transaction.atomic
 def match_job(job_id: int, *, now: datetime | None = None) -> Match | None:
-    """Match a queued job to the cheapest fitting offer and reserve its GPUs; None if none fits now."""
+    """Match a queued job to the cheapest fitting offer (see `candidate_offers`) and reserve its GPUs;
+    None if none fits now."""
     now = now or timezone.now()
     job = Job.objects.select_for_update().filter(pk=job_id, state=JobState.QUEUED).first()
     if job is None:
         return None  # already matched, cancelled or finished: nothing to do
+    if job.parent_id is not None:
+        # Siblings are matched one at a time (child row, then parent row: the family's lock order), so
+        # each sees where the others went and they spread over the nodes even when matched at once.
+        Job.objects.select_for_update().filter(pk=job.parent_id).values_list("pk").first()
     for offer in candidate_offers(job, now):
         if _reserve(offer, job.gpus):
             return _open_attempt(job, offer)
@@ -214,6 +231,7 @@ def _record_progress(job: Job, attempt: JobAttempt, report: RunReport) -> None:
                                 reason=f"{report.progress:.0%} {report.message}".strip())
     Job.objects.filter(pk=job.pk).update(progress=report.progress, progress_message=report.message[:255])
     job.progress, job.progress_message = report.progress, report.message[:255]
+    job_service.record_family_progress(job)
 
 
 def _succeed(job: Job, attempt: JobAttempt, output: dict[str, Any]) -> None:

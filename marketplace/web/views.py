@@ -390,7 +390,8 @@ def job_detail(request: SignedInRequest, job_id: int) -> HttpResponse:
     job = _own_job(request, job_id)
     events, truncated = _recent_events(job)
     return render(request, "web/job_detail.html", {"job": job, "events": events, "events_truncated": truncated,
-                                                   "events_shown": JOB_EVENTS_SHOWN})
+                                                   "events_shown": JOB_EVENTS_SHOWN,
+                                                   "children": job.children.order_by("id")})
 
 
 @developer_required

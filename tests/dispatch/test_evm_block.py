@@ -2,8 +2,8 @@
 over the API, dispatched by Celery to a provider node of a real Ray cluster, its blocks run there on
 shard actors, and the verified result stored and served like any job's.
 
-Its own stack: one node with 4 CPUs (the run takes one, its two shards one each), so the shards
-are placed at once. Needs ../shared/data/mainnet (not in the repository): skipped without it.
+Its own stack: two nodes with 4 CPUs each (a run takes one, its two shards one each), so the shards
+are placed at once; the second node is dearer, and there for the job split across nodes. Needs ../shared/data/mainnet (not in the repository): skipped without it.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.dispatch, pytest.mark.django_db,
 
 @pytest.fixture(scope="module")
 def stack(django_db_setup: None, django_db_blocker: Any) -> Iterator[Stack]:
-    with stack_on_test_database(django_db_blocker, nodes={"a": [(RTX, 2)]}, agent_cpus=4, prefix="evm") as running:
+    with stack_on_test_database(django_db_blocker, nodes={"a": [(RTX, 2)], "b": [(RTX, 2)]}, agent_cpus=4, prefix="evm") as running:
         yield running
 
 
@@ -104,3 +104,23 @@ def test_more_workers_than_the_node_has_cpus_are_capped_to_what_it_can_hold(
     assert (result["workers"], result["workers_requested"], result["blocks"][0]["verified"]) == (3, 64, True)
     logs = [event["reason"] for event in stack.events(job["id"]) if event["type"] == "log"]
     assert "the node has 4 CPU(s), one of them this run's: 3 worker(s), not 64" in logs
+
+
+def test_two_blocks_split_over_two_nodes_run_as_two_child_jobs_there_and_combine(
+        stack: Stack, bundles: dict[int, bytes]) -> None:
+    ids = [upload(stack, bundles[number], f"{number}.json.gz") for number in SMALL_BLOCKS]
+    parent = stack.submit({**evm_job(ids, workers=1), "spec": {"blocks": ids, "workers": 1, "nodes": 2}})
+    assert parent["state"] == "dispatched" and len(parent["children"]) == 2
+
+    done = stack.wait_state(parent["id"], {"succeeded", "failed", "cancelled"}, timeout_s=60)
+
+    assert done["state"] == "succeeded", stack.events(parent["id"])
+    children = [stack.job(child) for child in parent["children"]]
+    assert [child["state"] for child in children] == ["succeeded", "succeeded"]
+    assert {child["node"] for child in children} == {stack.node_ids["a"], stack.node_ids["b"]}
+    assert [child["spec"]["blocks"] for child in children] == [[ids[0]], [ids[1]]]
+    result = stack.get(f"jobs/{parent['id']}/result/")["result"]
+    assert [(b["artifact"], b["number"], b["gas_used"], b["verified"]) for b in result["blocks"]] == [
+        (artifact, number, header_gas_used(bundles[number]), True) for artifact, number in zip(ids, SMALL_BLOCKS)]
+    assert result["totals"]["verified"] and result["totals"]["blocks"] == 2
+    assert result["children"] == parent["children"] and done["progress"] == 1.0

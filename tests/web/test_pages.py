@@ -615,3 +615,17 @@ def test_a_result_that_is_not_shaped_like_blocks_is_shown_as_json(developer_web:
     Job.objects.filter(pk=job.pk).update(kind="evm_block", result={"blocks": "<b>odd</b>"}, state=JobState.SUCCEEDED)
     page = text(developer_web.get(f"/jobs/{job.pk}/"))
     assert "evm-blocks" not in page and "&lt;b&gt;odd&lt;/b&gt;" in page
+
+
+def test_a_split_job_links_to_its_children_and_they_back_to_it(developer_web: Client, developer: Any) -> None:
+    from tests.conftest import upload
+
+    blocks = [upload(developer, f"block {n}".encode()).json()["id"] for n in range(2)]
+    parent = jobs.submit_job(owner=developer.user, kind="evm_block", spec={"blocks": blocks, "nodes": 2})
+    first, second = parent.children.order_by("id")
+
+    page = text(developer_web.get(f"/jobs/{parent.pk}/"))
+    assert f'<a href="/jobs/{first.pk}/">job {first.pk}</a>' in page
+    assert f'<a href="/jobs/{second.pk}/">job {second.pk}</a>' in page
+    child_page = text(developer_web.get(f"/jobs/{second.pk}/"))
+    assert f'<a href="/jobs/{parent.pk}/" id="job-parent">job {parent.pk}</a>' in child_page

@@ -147,7 +147,8 @@ def test_the_kind_is_registered_with_an_executor_and_the_librarys_engines() -> N
     assert executor_for("evm_block") is run_evm_blocks
     assert kinds.EVM_ENGINES == ENGINES
     assert kinds.get_kind("evm_block").available
-    assert kinds.validate_spec("evm_block", {"blocks": [5]}) == {"blocks": [5], "workers": 1, "engine": "reference"}
+    assert kinds.validate_spec("evm_block", {"blocks": [5]}) == {"blocks": [5], "workers": 1, "nodes": 1,
+                                                                "engine": "reference"}
 
 
 def test_a_spec_carries_its_inputs_through_json_and_omits_none() -> None:

@@ -13,8 +13,10 @@ CPUs minus one; shards the node cannot place within `PLACEMENT_TIMEOUT_S` (its C
 with other runs) do not hold the job hostage: it runs sequentially instead, and says so in its log.
 
 One job runs on one node: the marketplace places each job (each attempt) on one offer, so a range
-of blocks spreads over that node's workers, not over several nodes; a range too big for one node
-is submitted as several jobs.
+of blocks spreads over that node's workers. To spread a range over several nodes, a spec asks for
+``nodes`` > 1 and the marketplace splits the job into child jobs of contiguous slices of the blocks,
+one per node, and combines their results (`marketplace.services.jobs`); each child runs here like
+any job.
 
 >>> output = run_evm_blocks(spec, ProgressReporter())     # doctest: +SKIP
 >>> output["totals"]["verified"], [block["number"] for block in output["blocks"]]   # doctest: +SKIP

@@ -143,6 +143,7 @@ register(
 EVM_ENGINES = ("reference",)
 EVM_MAX_BLOCKS = 256
 EVM_MAX_WORKERS = 64
+EVM_MAX_NODES = 16
 
 register(
     JobKind(
@@ -169,12 +170,22 @@ register(
                     "description": "Parallel shards on the node (one CPU each); 1 runs sequentially. "
                                    "Capped at the node's CPUs.",
                 },
+                "nodes": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": EVM_MAX_NODES,
+                    "default": 1,
+                    "description": "Provider nodes to spread the blocks over: the job is split into this many "
+                                   "jobs (at most one per block), each running a contiguous slice of the blocks "
+                                   "on its own node, preferably a different one; the job itself succeeds when "
+                                   "they all do, with their results combined. 1 runs every block on one node.",
+                },
                 "engine": {"enum": list(EVM_ENGINES), "default": "reference"},
             },
             "required": ["blocks"],
             "additionalProperties": False,
         },
-        default_spec={"workers": 1, "engine": "reference"},
+        default_spec={"workers": 1, "nodes": 1, "engine": "reference"},
         input_fields=("blocks",),
     )
 )
