@@ -11,7 +11,8 @@ children's results combined.
 Lock order, so the family never deadlocks with itself: a child's row, then its parent's, then (only when a
 child's end ends the family) the live siblings'. Cancelling a parent locks its children first, in id
 order, then itself. A sibling's failure racing its owner's cancel can still meet head-on; PostgreSQL
-then aborts one of them, and the monitor re-applies a run's report on its next pass.
+then aborts one of them: a cancel is retried at once (`cancel_job`), a run's report is re-applied by
+the monitor on its next pass.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from marketplace import dispatch
@@ -284,13 +285,34 @@ def job_of(owner: User, job_id: int, *, lock: bool = False) -> Job:
         raise NotFound("no such job") from None
 
 
-@transaction.atomic
+DEADLOCK_RETRIES = 3
+
+
 def cancel_job(*, owner: User, job_id: int, reason: str = "cancelled by its owner") -> Job:
     """Cancel a job that has not finished. Cancelling a cancelled job returns it unchanged.
 
     The row is locked before its state is read, so a second cancel racing the first waits and
-    then sees ``cancelled`` (idempotent) rather than failing the state machine's check.
+    then sees ``cancelled`` (idempotent) rather than failing the state machine's check. A split
+    job's cancel can meet a child's failure head-on (see the module docstring); when PostgreSQL
+    breaks that lock cycle by aborting the cancel, it is simply run again, so the owner never
+    sees the collision (the other side has by then ended the family, or will wait for us).
     """
+    for attempt in range(1, DEADLOCK_RETRIES + 1):
+        try:
+            return _cancel_job(owner=owner, job_id=job_id, reason=reason)
+        except OperationalError as exc:
+            if not is_deadlock(exc) or attempt == DEADLOCK_RETRIES or transaction.get_connection().in_atomic_block:
+                raise
+    raise AssertionError("unreachable")
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """Whether the database aborted this transaction to break a lock cycle (SQLSTATE 40P01)."""
+    return getattr(exc.__cause__, "sqlstate", None) == "40P01"
+
+
+@transaction.atomic
+def _cancel_job(*, owner: User, job_id: int, reason: str) -> Job:
     unlocked = job_of(owner, job_id)
     if unlocked.children.exists():
         # Children first, each by the normal path (and not followed: the parent is ending them), then

@@ -199,3 +199,29 @@ def test_jobs_without_a_parent_still_take_the_cheapest_offer(provider, developer
         job = split(developer, blocks, nodes=1)
         match = scheduling.match_job(job["id"])
         assert match is not None and match.spec.node_id == cheap.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancel_aborted_to_break_a_deadlock_is_run_again(developer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A split job's cancel can meet a child's failure head-on; PostgreSQL then aborts one side
+    with SQLSTATE 40P01. The cancel side retries instead of answering 500."""
+    from django.db import OperationalError
+
+    from marketplace.services import jobs
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    calls: list[int] = []
+    real = jobs._cancel_job
+
+    def collide_once(**kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("deadlock detected") from Deadlock()
+        return real(**kwargs)
+
+    job = jobs.submit_job(owner=developer.user, kind="benchmark")
+    monkeypatch.setattr(jobs, "_cancel_job", collide_once)
+    assert jobs.cancel_job(owner=developer.user, job_id=job.pk).state == "cancelled"
+    assert len(calls) == 2
