@@ -36,12 +36,13 @@ BURST = 64  # transactions the coordinator runs itself once a round degenerates 
 
 
 class ShardPool(Protocol):
-    """Where the transactions of a round run: ``run(batches, updates)`` returns one result list
-    per batch. ``updates`` holds the write sets that changed since the previous call (by index)."""
+    """Where the transactions of a round run: ``run(chunks, updates)`` runs chunk ``i`` on shard
+    ``i % workers`` and yields each chunk's results in chunk order. ``updates`` holds the write sets
+    that changed since the previous round (by index); every shard receives them first."""
 
     workers: int
 
-    def run(self, batches: Sequence[Sequence[int]], updates: Mapping[int, Mapping[Key, Any]]) -> list[list[TxResult]]: ...
+    def run(self, chunks: Sequence[Sequence[int]], updates: Mapping[int, Mapping[Key, Any]]) -> Iterator[list[TxResult]]: ...
 
 
 @dataclass
@@ -126,12 +127,21 @@ def _execute_parallel(engine: Engine, pool: ShardPool, progress: Callable[[int, 
 
 
 def _run_round(schedule: _Schedule, pool: ShardPool, ready: list[int], stats: ParallelStats) -> None:
-    batches = _split(ready, schedule.results, pool.workers, schedule.gas_limits)
-    outputs = pool.run(batches, schedule.unsynced)
-    schedule.unsynced = {}
+    chunks = _split(ready, schedule.results, _chunk_count(len(ready), pool.workers), schedule.gas_limits)
+    updates, schedule.unsynced = schedule.unsynced, {}
     stats.rounds += 1
     stats.executions += len(ready)
-    _apply(schedule, outputs)
+    earlier = _RoundWrites()
+    for results in pool.run(chunks, updates):
+        _apply(schedule, results, earlier)
+
+
+def _chunk_count(ready: int, workers: int) -> int:
+    """Shards get one contiguous chunk each, or for a big round several, round robin: the
+    coordinator then validates early chunks while the shards run later ones. Every chunk boundary
+    between shards is a place where a transaction may miss an earlier one's writes, so small
+    rounds are not cut further."""
+    return workers * max(1, min(8, ready // 512))
 
 
 def _run_burst(schedule: _Schedule, engine: Engine, stats: ParallelStats) -> None:
@@ -147,38 +157,45 @@ def _run_burst(schedule: _Schedule, engine: Engine, stats: ParallelStats) -> Non
         result = engine.execute(index, schedule.state.view(index))
         stats.executions += 1
         stats.local_executions += 1
-        _apply(schedule, [[result]])
+        _apply(schedule, [result])
 
 
-def _apply(schedule: _Schedule, batches: list[list[TxResult]]) -> None:
-    """Record new results, then re-validate every transaction whose reads may have changed.
+@dataclass
+class _RoundWrites:
+    """What the chunks of the current round applied so far wrote (see `_apply`)."""
 
-    ``batches`` come from one round, in block order, each in block order. A shard ran its batch
-    against the state of the round's start plus its own batch's writes, so a transaction can only
-    have missed the writes of *earlier batches* of the same round: one whose reads avoid every
-    location those wrote needs no validation here (a set test instead of a read per location).
-    Transactions of earlier rounds are re-validated through the readers index.
+    keys: set[Key] = field(default_factory=set)
+    wiped: bool = False
+
+
+def _apply(schedule: _Schedule, results: list[TxResult], earlier: _RoundWrites | None = None) -> None:
+    """Record new results (one chunk, in block order), then re-validate every transaction whose
+    reads may have changed.
+
+    Chunks of a round arrive in block order. A shard ran its chunk against the state of the round's
+    start plus its own earlier chunks, so a transaction can only have missed the writes of earlier
+    chunks of the same round: one whose reads avoid every location those wrote needs no validation
+    here (a set test instead of a read per location). Transactions of earlier rounds are
+    re-validated through the readers index.
     """
+    earlier = earlier if earlier is not None else _RoundWrites()
     to_validate: set[int] = set()
-    earlier_writes: set[Key] = set()
-    earlier_wiped = False
-    for batch in batches:
-        for result in batch:
-            index = result.index
-            _forget_reads(schedule, index)
-            schedule.results[index] = result
-            schedule.pending.discard(index)
-            changed = schedule.state.set_writes(index, result.writes)
-            if changed:
-                schedule.unsynced[index] = result.writes
-            for key in changed:
-                to_validate.update(_affected_readers(schedule, key, index))
-            _index_reads(schedule, index, result)
-            if earlier_wiped or not earlier_writes.isdisjoint(result.reads):
-                to_validate.add(index)
-        for result in batch:
-            earlier_writes.update(result.writes)
-            earlier_wiped = earlier_wiped or any(key[0] == WIPE for key in result.writes)
+    for result in results:
+        index = result.index
+        _forget_reads(schedule, index)
+        schedule.results[index] = result
+        schedule.pending.discard(index)
+        changed = schedule.state.set_writes(index, result.writes)
+        if changed:
+            schedule.unsynced[index] = result.writes
+        for key in changed:
+            to_validate.update(_affected_readers(schedule, key, index))
+        _index_reads(schedule, index, result)
+        if earlier.wiped or not earlier.keys.isdisjoint(result.reads):
+            to_validate.add(index)
+    for result in results:
+        earlier.keys.update(result.writes)
+        earlier.wiped = earlier.wiped or any(key[0] == WIPE for key in result.writes)
     for index in sorted(to_validate):
         if index not in schedule.pending and not _valid(schedule, index):
             schedule.pending.add(index)
@@ -261,16 +278,16 @@ def _ready(schedule: _Schedule) -> list[int]:
     return ready
 
 
-def _split(indices: list[int], results: Sequence[TxResult | None], workers: int, gas_limits: Sequence[int]) -> list[list[int]]:
-    """Contiguous batches of about equal estimated gas: the last known gas use, else the gas limit."""
-    if workers <= 1 or len(indices) <= 1:
+def _split(indices: list[int], results: Sequence[TxResult | None], parts: int, gas_limits: Sequence[int]) -> list[list[int]]:
+    """Contiguous chunks of about equal estimated gas: the last known gas use, else the gas limit."""
+    if parts <= 1 or len(indices) <= 1:
         return [list(indices)]
     weights = [_weight(results[index], gas_limits[index]) for index in indices]
-    total, target = sum(weights), sum(weights) / workers
-    batches: list[list[int]] = [[] for _ in range(workers)]
+    total, target = sum(weights), sum(weights) / parts
+    batches: list[list[int]] = [[] for _ in range(parts)]
     running = 0.0
     for index, weight in zip(indices, weights):
-        slot = min(int(running / target), workers - 1) if total else 0
+        slot = min(int(running / target), parts - 1) if total else 0
         batches[slot].append(index)
         running += weight
     return [batch for batch in batches if batch]

@@ -13,7 +13,7 @@ the wire once per block and each round costs one remote call per shard.
 from __future__ import annotations
 
 import gc
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .block import Block, load_bundle
@@ -77,8 +77,13 @@ class LocalPool:
         for shard in self.shards:
             shard.load(block)
 
-    def run(self, batches: Sequence[Sequence[int]], updates: Mapping[int, Mapping[Key, Any]]) -> list[list[TxResult]]:
-        return [shard.run(batch, updates) for shard, batch in zip(self.shards, _pad(batches, self.workers))]
+    def run(self, chunks: Sequence[Sequence[int]], updates: Mapping[int, Mapping[Key, Any]]) -> Iterator[list[TxResult]]:
+        """Chunk ``i`` runs on shard ``i % workers``; results come back in chunk order."""
+        calls = _assign(chunks, self.workers)
+        for position, (shard_index, chunk, first) in enumerate(calls):
+            results = self.shards[shard_index].run(chunk, updates if first else {})
+            if position < len(chunks):
+                yield results
 
     def close(self) -> None:
         self.shards = []
@@ -105,13 +110,18 @@ class RayPool:
         ref = ray.put(block)
         ray.get([actor.load.remote(ref) for actor in self.actors])
 
-    def run(self, batches: Sequence[Sequence[int]], updates: Mapping[int, Mapping[Key, Any]]) -> list[list[TxResult]]:
+    def run(self, chunks: Sequence[Sequence[int]], updates: Mapping[int, Mapping[Key, Any]]) -> Iterator[list[TxResult]]:
+        """Chunk ``i`` runs on shard ``i % workers``; results come back in chunk order, each as soon
+        as it is done, so the coordinator validates early chunks while the shards run later ones.
+        (An actor runs its calls in the order they were made.)"""
         import ray
 
         updates_ref: Any = ray.put(dict(updates)) if updates else {}
-        # Every shard gets the updates, even one with nothing to run this round.
-        calls = [actor.run.remote(list(batch), updates_ref) for actor, batch in zip(self.actors, _pad(batches, self.workers))]
-        return ray.get(calls)
+        refs = [self.actors[shard].run.remote(list(chunk), updates_ref if first else {})
+                for shard, chunk, first in _assign(chunks, self.workers)]
+        for ref in refs[: len(chunks)]:
+            yield ray.get(ref)
+        ray.get(refs[len(chunks):])  # the shards that only took the updates
 
     def close(self) -> None:
         import ray
@@ -121,7 +131,9 @@ class RayPool:
         self.actors = []
 
 
-def _pad(batches: Sequence[Sequence[int]], workers: int) -> list[Sequence[int]]:
-    if len(batches) > workers:
-        raise ValueError(f"{len(batches)} batches for {workers} shards")
-    return list(batches) + [[]] * (workers - len(batches))
+def _assign(chunks: Sequence[Sequence[int]], workers: int) -> list[tuple[int, Sequence[int], bool]]:
+    """(shard, chunk, is the shard's first call) for every chunk, round robin; then an empty call for
+    each shard that got no chunk, because every shard must receive the round's updates."""
+    calls = [(position % workers, chunk, position < workers) for position, chunk in enumerate(chunks)]
+    calls += [(shard, [], True) for shard in range(len(chunks), workers)]
+    return calls
