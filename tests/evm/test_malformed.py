@@ -171,3 +171,19 @@ def test_the_progress_bar_draws_on_a_terminal_only() -> None:
         bar.finish()
     assert "[###############...............] 2.0/4 blocks" in terminal.getvalue()
     assert pipe.getvalue() == ""
+
+
+def test_transactions_must_fit_in_what_the_block_has_left(tmp_path: Path) -> None:
+    from workers.evm import InvalidTransaction
+    from workers.evm.generate import generate_block
+
+    directory = generate_block("transfers", 3, tmp_path / "t", number=19_500_000)
+
+    def shrink(document: Doc) -> None:  # room for two transfers, not three
+        document["gasLimit"] = hex(2 * 21_000 + 10_000)
+        document["gasUsed"] = hex(0)
+
+    assert {int(tx["gas"], 16) for tx in read(directory / "block.json.gz")["transactions"]} == {21_000}
+    block = tampered(directory, tmp_path / "small", "block.json.gz", shrink)
+    with pytest.raises(InvalidTransaction, match="transaction 2: its gas limit"):
+        run_block(load_block(block))

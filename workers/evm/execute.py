@@ -87,6 +87,7 @@ def run_block(block: Block, *, engine: str = "reference", pool: ShardPool | None
     else:
         results, stats = execute_parallel(executor, pool, progress=progress)
     elapsed = time.perf_counter() - started
+    check_block_gas(block, results)
     receipts = build_receipts(block, results)
     bound, _ = dependency_bound(results)
     checks, root = header_checks(block, receipts)
@@ -109,6 +110,17 @@ def run_block(block: Block, *, engine: str = "reference", pool: ShardPool | None
         checks=checks,
         mismatch=mismatch,
     )
+
+
+def check_block_gas(block: Block, results: Sequence[TxResult]) -> None:
+    """A transaction is only valid if its gas limit fits in what the block has left (as a client
+    checks before running it): `InvalidTransaction` otherwise."""
+    used = 0
+    for tx, result in zip(block.transactions, results):
+        if used + tx.gas > block.header.gas_limit:
+            raise InvalidTransaction(tx.index, f"its gas limit {tx.gas} does not fit in the block: {used} of "
+                                               f"{block.header.gas_limit} already used")
+        used += result.gas_used
 
 
 def header_checks(block: Block, receipts: Sequence[Receipt]) -> tuple[dict[str, bool], bytes]:
