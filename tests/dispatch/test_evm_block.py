@@ -3,7 +3,7 @@ over the API, dispatched by Celery to a provider node of a real Ray cluster, its
 shard actors, and the verified result stored and served like any job's.
 
 Its own stack: two nodes with 4 CPUs each (a run takes one, its two shards one each), so the shards
-are placed at once; the second node is dearer, and there for the job split across nodes. Needs ../shared/data/mainnet (not in the repository): skipped without it.
+are placed at once; the second node is dearer, and there for the job split across nodes. Its blocks come from ../shared/data/mainnet, or from the copy under tests/data when that is absent.
 """
 from __future__ import annotations
 
@@ -15,15 +15,14 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import SHARED_DATA
+from tests.evm.conftest import mainnet_dir
 from tests.dispatch.conftest import stack_on_test_database
 from tests.dispatch.harness import RTX, Stack
 
-MAINNET = SHARED_DATA / "mainnet"
+MAINNET = mainnet_dir()
 SMALL_BLOCKS = (19933122, 19923400)
 
-pytestmark = [pytest.mark.dispatch, pytest.mark.django_db,
-              pytest.mark.skipif(not MAINNET.is_dir(), reason="needs ../shared/data/mainnet (not in the repository)")]
+pytestmark = [pytest.mark.dispatch, pytest.mark.django_db]
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ import base64
 import gzip
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.evm.conftest import mainnet_dir
 from workers.evm import ENGINES, LocalPool, bundle_directory
 from workers.evm.generate import generate_block
 from workers.runtime import kinds
@@ -24,7 +24,7 @@ from workers.runtime.executors import executor_for
 from workers.runtime.runner import JobRunner, ProgressReporter
 from workers.runtime.spec import JobSpec, RunReport, RunState
 
-MAINNET = Path(__file__).resolve().parents[3] / "shared" / "data" / "mainnet"
+MAINNET = mainnet_dir()  # ../shared/data/mainnet, or the copy under tests/data
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,6 @@ def test_a_spec_carries_its_inputs_through_json_and_omits_none() -> None:
     assert "inputs" not in json.loads(plain.to_json()) and JobSpec.from_json(plain.to_json()) == plain
 
 
-@pytest.mark.skipif(not MAINNET.is_dir(), reason="needs ../shared/data/mainnet (not in the repository)")
 def test_two_mainnet_blocks_verify_against_their_headers() -> None:
     numbers = (19933122, 19923400)
     index = {entry["number"]: entry for entry in json.loads((MAINNET / "index.json").read_text())}
