@@ -7,6 +7,22 @@ An engine is built for one block and executes one transaction at a time against 
 
 Receipts need the cumulative gas, which only the block order gives, so `build_receipts` makes them
 from the final results, in order.
+
+The contract every engine keeps (the parallel scheduler relies on it, and a second engine must give
+the reference engine's read and write sets exactly, location for location):
+
+- A read is recorded once, with the value the view gave: an account as ``(balance, nonce, exists)``,
+  code by its keccak hash, a slot as an int. Reads inside reverted calls stay recorded. An SSTORE's
+  "original value" (EIP-2200) is a read of the slot as the view gives it.
+- A non-negative balance change of an account the transaction has not read is a `Credit` (fees to the
+  beneficiary, value transfers, and ``touch`` as a credit of 0); reading that balance later in the
+  same transaction reads the account and folds the credit in. "Is it empty?" of an account holding a
+  positive credit is answered False without a read.
+- The write set holds every location whose final value differs from what was read (or that was
+  written without being read), a wipe as ``(WIPE, address): True`` when the account's storage was
+  cleared (creation, self-destruct), and, for a wiped account, only its non-zero slots.
+- An invalid transaction (nonce, balance, intrinsic gas) returns ``valid=False`` with the reads it
+  made: in parallel its view may be stale, and only the final view decides.
 """
 from __future__ import annotations
 
