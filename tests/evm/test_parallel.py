@@ -140,3 +140,36 @@ def test_a_long_chain_re_executes_each_stale_transaction_once(tmp_path: Path) ->
     assert_same(parallel, sequential)
     # The second shard's 500 swaps ran once against stale reserves and once more, in local bursts.
     assert (stats.reexecuted, stats.local_executions) == (500, 500)
+
+
+def test_reads_inside_a_reverted_call_stay_in_the_read_set(tmp_path: Path) -> None:
+    block = load_block(generate_block("erc20", 2, tmp_path / "erc20"))
+    engine = make_engine("reference", block)
+    done = engine.execute(0, SequentialState(block.pre_state))
+    slots = {key: value for key, value in done.writes.items() if key[0] == STORAGE}
+    sender_slot = min(slots, key=lambda key: slots[key] - done.reads[key])  # the balance that went down
+    broke = SequentialState(block.pre_state)
+    broke.apply({sender_slot: 0})  # the same transfer, from an empty token balance: the token reverts
+    reverted = engine.execute(0, broke)
+    assert reverted.valid and not reverted.success and reverted.logs == ()
+    assert reverted.reads[sender_slot] == 0
+    assert not any(key[0] == STORAGE for key in reverted.writes)
+
+
+def test_a_mismatch_names_the_first_transaction_that_differs_from_sequential(tmp_path: Path) -> None:
+    """A shard that returns a wrong receipt (a faulty or dishonest worker) is caught by the header
+    checks, and the report names the transaction."""
+    from workers.evm import run_block
+    from workers.evm.pool import Shard
+
+    class FaultyShard(Shard):
+        def run(self, batch: Any, updates: Any) -> list[TxResult]:
+            return [r._replace(gas_used=r.gas_used + 1) if r.index == 7 else r for r in super().run(batch, updates)]
+
+    block = load_block(generate_block("transfers", 20, tmp_path / "t"))
+    pool = LocalPool(workers=2)
+    pool.shards = [FaultyShard(), FaultyShard()]
+    pool.load(block)
+    report = run_block(block, pool=pool)
+    assert not report.verified and report.checks["gas_used"] is False
+    assert "transaction 7 " in (report.mismatch or "") and "first whose receipt differs" in (report.mismatch or "")

@@ -168,16 +168,14 @@ def _check_fork_fields(header: Header) -> None:
 _PRE_LONDON = frozenset(
     "frontier homestead tangerine_whistle spurious_dragon byzantium petersburg istanbul muir_glacier berlin".split()
 )
-_TYPES_BY_FORK = {"berlin": {0, 1}, "london": {0, 1, 2}, "cancun": {0, 1, 2, 3}}
 
 
 def allowed_types(fork: str) -> set[int]:
-    """The transaction types (EIP-2718) valid in a fork."""
-    if fork == "cancun":
-        return _TYPES_BY_FORK["cancun"]
+    """The transaction types (EIP-2718) valid in a fork: access lists from Berlin, EIP-1559 from
+    London, blobs from Cancun."""
     if fork in _PRE_LONDON:
-        return _TYPES_BY_FORK["berlin"] if fork == "berlin" else {0}
-    return _TYPES_BY_FORK["london"]
+        return {0, 1} if fork == "berlin" else {0}
+    return {0, 1, 2, 3} if fork == "cancun" else {0, 1, 2}
 
 
 # Transactions --------------------------------------------------------------------------------

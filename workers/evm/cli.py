@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from .block import Block, load_block
 from .errors import EvmError
 from .execute import BlockReport, execute_sequential, run_block
-from .parallel import execute_parallel
+from .parallel import dependency_bound, execute_parallel
 from .pool import ENGINES, LocalPool, RayPool, make_engine
 
 DEFAULT_GENERATED = "transfers:5000,erc20:1000,hot_account:1000,dex:300,deploy:300"
@@ -209,8 +209,6 @@ def _bench_block(name: str, block: Block, engine_name: str, pool: Any, repeat: i
         reexecuted.append(stats.reexecuted)
         if [r.receipt_fields() for r in parallel_results] != [r.receipt_fields() for r in results]:
             raise EvmError(f"{name}: parallel execution differs from sequential")
-    from .parallel import dependency_bound
-
     bound, _ = dependency_bound(results)
     gas = sum(r.gas_used for r in results)
     seq, par = statistics.median(sequential), statistics.median(parallel)

@@ -33,12 +33,14 @@ from typing import Any, NamedTuple, Protocol
 
 import rlp
 from eth_bloom import BloomFilter
+from eth_hash.auto import keccak
 
 from .block import Block
 from .forks import has_receipt_status
 from .state import Key, StateView
 
 Log = tuple[bytes, tuple[int, ...], bytes]
+EMPTY_TRIE_ROOT = keccak(rlp.encode(b""))
 
 
 class TxResult(NamedTuple):
@@ -92,18 +94,6 @@ class Receipt:
         payload = rlp.encode([first, self.cumulative_gas_used, self.bloom.to_bytes(256, "big"), logs])
         return payload if self.tx_type == 0 else bytes([self.tx_type]) + payload
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "type": self.tx_type,
-            "status": 1 if self.success else 0,
-            "cumulative_gas_used": self.cumulative_gas_used,
-            "gas_used": self.gas_used,
-            "logs": [
-                {"address": "0x" + a.hex(), "topics": [hex(t) for t in topics], "data": "0x" + d.hex()}
-                for a, topics, d in self.logs
-            ],
-        }
-
 
 def log_bloom(logs: Sequence[Log]) -> int:
     bloom = BloomFilter()
@@ -125,13 +115,62 @@ def build_receipts(block: Block, results: Sequence[TxResult]) -> list[Receipt]:
 
 def receipts_root(block: Block, receipts: Sequence[Receipt]) -> bytes:
     """The root of the receipts trie (key: RLP of the index)."""
-    from trie import HexaryTrie
-
-    trie = HexaryTrie({})
     with_status = has_receipt_status(block.number)
-    for index, receipt in enumerate(receipts):
-        trie[rlp.encode(index)] = receipt.encode(with_status)
-    return bytes(trie.root_hash)
+    return trie_root([receipt.encode(with_status) for receipt in receipts])
+
+
+def trie_root(items: Sequence[bytes]) -> bytes:
+    """The root of a list trie (key: RLP of the index), as transactionsRoot and receiptsRoot use.
+
+    Built in one pass over the sorted keys, without a node database: the same root as
+    ``trie.HexaryTrie`` (the tests compare them), ten times faster: it computes every receipts
+    root that verification checks, and the generator's transactions roots.
+    """
+    entries = sorted((_nibbles(rlp.encode(index)), item) for index, item in enumerate(items))
+    return keccak(rlp.encode(_trie_node(entries, 0))) if entries else EMPTY_TRIE_ROOT
+
+
+def _nibbles(key: bytes) -> bytes:
+    return bytes(half for byte in key for half in (byte >> 4, byte & 0x0F))
+
+
+def _trie_node(entries: list[tuple[bytes, bytes]], depth: int) -> Any:
+    """The node holding ``entries`` (sorted, sharing their first ``depth`` nibbles)."""
+    if len(entries) == 1:
+        key, value = entries[0]
+        return [_hex_prefix(key[depth:], leaf=True), value]
+    first, last = entries[0][0], entries[-1][0]  # sorted: their common prefix is everyone's
+    shared = 0
+    while depth + shared < min(len(first), len(last)) and first[depth + shared] == last[depth + shared]:
+        shared += 1
+    if shared:
+        return [_hex_prefix(first[depth : depth + shared], leaf=False), _trie_ref(_trie_node(entries, depth + shared))]
+    branch: list[Any] = [b""] * 17
+    groups: dict[int, list[tuple[bytes, bytes]]] = {}
+    for key, value in entries:
+        if len(key) == depth:
+            branch[16] = value  # a key ending here (RLP index keys are prefix-free: never, in fact)
+        else:
+            groups.setdefault(key[depth], []).append((key, value))
+    for nibble, group in groups.items():
+        branch[nibble] = _trie_ref(_trie_node(group, depth + 1))
+    return branch
+
+
+def _trie_ref(node: Any) -> Any:
+    """How a parent refers to a child: inline under 32 bytes of RLP, else by hash."""
+    encoded = rlp.encode(node)
+    return node if len(encoded) < 32 else keccak(encoded)
+
+
+def _hex_prefix(nibbles: bytes, leaf: bool) -> bytes:
+    """The compact (hex-prefix) encoding of a leaf's or an extension's key part."""
+    flag = 2 if leaf else 0
+    if len(nibbles) % 2:
+        nibbles = bytes([flag + 1]) + nibbles
+    else:
+        nibbles = bytes([flag, 0]) + nibbles
+    return bytes(nibbles[i] << 4 | nibbles[i + 1] for i in range(0, len(nibbles), 2))
 
 
 def block_bloom(receipts: Sequence[Receipt]) -> int:

@@ -282,13 +282,6 @@ class ReferenceEngine:
         )
 
 
-def check_senders(block: Block) -> None:
-    """Recover every transaction's sender from its signature and compare it with ``from``."""
-    vm = vm_class(block.header.fork)
-    for tx in block.transactions:
-        _decode(vm, tx)
-
-
 def _decode(vm: Any, tx: Any) -> Any:
     where = f"transactions[{tx.index}]"
     try:
@@ -359,10 +352,3 @@ class _TrackedStateMixin:
             return self._block.block_hashes[block_number]
         except KeyError:
             raise MissingState(f"BLOCKHASH({block_number}) is read but not in block_hashes") from None
-
-
-def execute_in_order(engine: ReferenceEngine) -> list[TxResult]:
-    """Sequential execution with this engine (see `workers.evm.execute.execute_sequential`)."""
-    from .execute import execute_sequential
-
-    return execute_sequential(engine)
