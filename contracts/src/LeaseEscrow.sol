@@ -152,7 +152,9 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
     }
 
     /// @notice After the delay and with no open lease: move the stake to `available` and deregister.
-    function completeUnbonding() external whenNotPaused {
+    /// @dev nonReentrant: a token with sender hooks (ERC-777 style) must not run this in the middle of
+    /// the caller's own `addStake`, which would then write the added stake into the deleted record.
+    function completeUnbonding() external nonReentrant whenNotPaused {
         Provider storage provider = _registered(msg.sender);
         uint64 at = provider.unbondingAt;
         if (at == 0) revert NotUnbonding(msg.sender);
@@ -213,7 +215,10 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
         Lease storage lease = _openLease(leaseId);
         if (block.timestamp > lease.deadline) revert LeaseExpired(leaseId, lease.deadline);
         uint256 reserved = lease.reserved;
-        uint256 payment = Math.min(quote(lease.ratePerHour, usedSeconds), reserved);
+        // Used for the whole reserved duration or longer: the payment is the reservation. Shorter
+        // times cost less than `reserved`, so quote() cannot overflow for them, whatever the rate.
+        uint64 maxDuration = lease.deadline - lease.openedAt - settleWindow;
+        uint256 payment = usedSeconds < maxDuration ? quote(lease.ratePerHour, usedSeconds) : reserved;
         uint256 fee = Math.mulDiv(payment, feeBps, BPS);
         address provider = lease.provider;
         lease.state = LeaseState.Settled;
