@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+# The Solidity tool chain (solc's JavaScript build, OpenZeppelin, anvil, forge), pinned by package-lock.json.
+NODE_STAMP := node_modules/.installed-$(shell cksum < package-lock.json | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 REDIS_PORT ?= 6379
@@ -17,7 +19,7 @@ PYTEST_ARGS ?=
 TEST_PACKAGES := postgresql chromium iproute2 redis-server
 TEST_COMMANDS := /usr/lib/postgresql /usr/bin/chromium /usr/sbin/ip /usr/bin/redis-server
 
-.PHONY: run test install system-test-deps system-run-deps clean
+.PHONY: run test install node system-test-deps system-run-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +31,18 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $@
 
 install: $(STAMP)
+
+# Not `npm ci`: it refuses a lock file that lacks @foundry-rs's binaries for other platforms, which a
+# registry mirror may not carry. `npm install --no-save` installs the locked versions and never
+# rewrites the lock file.
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "make: the contracts' tool chain needs Node.js and npm:" \
+	  "please install them (sudo apt-get install nodejs npm), then run make again" >&2; exit 1; }
+	npm install --no-audit --no-fund --no-save
+	rm -f node_modules/.installed-*
+	touch $@
+
+node: $(NODE_STAMP)
 
 system-test-deps:
 	@missing=""; pkgs=($(TEST_PACKAGES)); paths=($(TEST_COMMANDS)); \
@@ -46,12 +60,12 @@ system-run-deps:
 	fi
 
 # The whole suite against a throwaway PostgreSQL, inside a network namespace with only loopback.
-test: install system-test-deps
+test: install node system-test-deps
 	scripts/loopback-only scripts/with-postgres $(PY) -m pytest $(PYTEST_ARGS)
 
 # The marketplace on http://$(HOST):$(PORT)/ with demo accounts (SQLite unless DATABASE_URL is set).
-run: install system-run-deps
+run: install node system-run-deps
 	$(PY) scripts/run_local.py --host $(HOST) --port $(PORT) --redis-port $(REDIS_PORT) --ray-port $(RAY_PORT)
 
 clean:
-	rm -rf $(VENV) .run test-output
+	rm -rf $(VENV) node_modules .run test-output
