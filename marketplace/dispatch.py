@@ -49,3 +49,17 @@ def enqueue_sweep() -> None:
     from workers import tasks
 
     _after_commit(lambda: tasks.sweep_queue.delay(), "a queue sweep")
+
+
+def enqueue_start_attempt(attempt_id: int) -> None:
+    """Hand a matched attempt to its node now that its lease is open on chain."""
+    from workers import tasks
+
+    _after_commit(lambda: tasks.start_attempt.delay(attempt_id), f"start of attempt {attempt_id}")
+
+
+def enqueue_chain_outbox() -> None:
+    """Send the calls just queued in the chain outbox instead of waiting for the periodic pass."""
+    from workers import tasks
+
+    _after_commit(lambda: tasks.chain_outbox.delay(), "the chain outbox")

@@ -137,6 +137,31 @@ MONITOR_INTERVAL_S = env_int("MONITOR_INTERVAL_S", 1, minimum=1)
 # Queue work on commit (off: jobs wait for the next sweep; the web app then never talks to Redis).
 DISPATCH_QUEUE_ENABLED = env_bool("DISPATCH_QUEUE_ENABLED", True)
 
+# --- The chain: the escrow contract holds the money (see marketplace/chain) ---------------------
+# Empty: no chain, leases are not opened and nothing is paid (development and tests of other parts).
+CHAIN_URL = env_str("CHAIN_URL") or ""
+# The marketplace's one signer (OPERATOR_ROLE and ARBITER_ROLE on the escrow). A secret: never logged.
+CHAIN_OPERATOR_KEY = env_str("CHAIN_OPERATOR_KEY") or ""
+# Blocks an event must be buried under before the follower applies it (0 on a local anvil).
+CHAIN_CONFIRMATIONS = env_int("CHAIN_CONFIRMATIONS", 0)
+CHAIN_POLL_S = env_int("CHAIN_POLL_S", 2, minimum=1)
+# Logs fetched per eth_getLogs request while catching up.
+CHAIN_LOG_CHUNK = env_int("CHAIN_LOG_CHUNK", 2000, minimum=1)
+# The longest lease the marketplace opens, in seconds: the reservation is rate x this at most.
+LEASE_MAX_DURATION_S = env_int("LEASE_MAX_DURATION_S", 3600, minimum=60)
+# What `manage.py deploy_contracts` deploys with (the command's options override these).
+CHAIN_ID = env_int("CHAIN_ID", 0)  # 0: whatever the node says; set it to refuse a wrong node
+CHAIN_DEPLOYER_KEY = env_str("CHAIN_DEPLOYER_KEY") or ""  # a secret: admin of the escrow
+CHAIN_TOKEN_ADDRESS = env_str("CHAIN_TOKEN_ADDRESS") or ""  # empty: deploy the test token (local only)
+CHAIN_TREASURY = env_str("CHAIN_TREASURY") or ""  # empty: the deployer's address
+CHAIN_GUARDIAN = env_str("CHAIN_GUARDIAN") or ""  # empty: the deployer's address
+CHAIN_FEE_BPS = env_int("CHAIN_FEE_BPS", 250)
+CHAIN_MIN_STAKE_WEI = env_int("CHAIN_MIN_STAKE_WEI", 10**18, minimum=1)
+CHAIN_UNBONDING_DELAY_S = env_int("CHAIN_UNBONDING_DELAY_S", 7 * 24 * 3600)
+CHAIN_SETTLE_WINDOW_S = env_int("CHAIN_SETTLE_WINDOW_S", 3600)
+# How much of a provider's stake a proven-wrong result costs it (paid to the tenant), in wei.
+SLASH_AMOUNT_WEI = env_int("SLASH_AMOUNT_WEI", 10**6)
+
 # Requests bigger than this are refused with 413 before Django reads them.
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

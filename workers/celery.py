@@ -53,3 +53,6 @@ def _schedule_sweeps(sender: Celery, **kwargs: object) -> None:
                              name="sweep queued jobs", expires=float(settings.DISPATCH_SWEEP_S) * 2)
     sender.add_periodic_task(float(settings.MONITOR_INTERVAL_S), sender.signature("market.monitor_runs"),
                              name="monitor runs", expires=float(settings.MONITOR_INTERVAL_S) * 3)
+    if settings.CHAIN_URL:
+        sender.add_periodic_task(float(settings.CHAIN_POLL_S), sender.signature("market.chain_sync"),
+                                 name="follow the chain", expires=float(settings.CHAIN_POLL_S) * 3)

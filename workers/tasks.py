@@ -38,7 +38,10 @@ def _single(name: str, ttl_s: int) -> Iterator[bool]:
 
 
 def _start_matched(match: scheduling.Match) -> None:
-    """Hand a matched attempt to Ray; a refusal queues the job again (or fails it)."""
+    """Hand a matched attempt to Ray; a refusal queues the job again (or fails it). An attempt
+    waiting for its lease to open on chain starts later (`start_attempt`, when the lease opens)."""
+    if match.lease_pending:
+        return
     spec = scheduling.spec_to_run(match)
     if spec is None:
         return  # an input vanished from storage: the attempt has failed
@@ -117,11 +120,54 @@ def _apply(attempt: JobAttempt, status: ray_client.RunStatus, now: datetime) -> 
 
 
 def _resubmit_orphans(attempts: list[JobAttempt]) -> None:
-    """Attempts matched but never handed to Ray (the worker died in between): hand them over now."""
+    """Attempts matched (and leased) but never handed to Ray (the worker died in between): hand
+    them over now. Attempts still waiting for their lease are left alone."""
     cutoff = timezone.now() - scheduling.ORPHAN_GRACE
     for attempt in attempts:
-        if attempt.created_at < cutoff:
+        if attempt.created_at < cutoff and scheduling.ready_to_start(attempt):
             _start_matched(scheduling.Match(attempt_id=attempt.pk, spec=scheduling.spec_for(attempt)))
+
+
+@app.task(name="market.start_attempt")
+def start_attempt(attempt_id: int) -> bool:
+    """Start an attempt whose lease just opened (idempotent: started or ended ones are skipped)."""
+    attempt = scheduling.startable_attempt(attempt_id)
+    if attempt is None:
+        return False
+    _start_matched(scheduling.Match(attempt_id=attempt.pk, spec=scheduling.spec_for(attempt)))
+    return True
+
+
+@app.task(name="market.chain_outbox")
+def chain_outbox() -> int:
+    """Send the marketplace's queued contract calls and read their receipts (see marketplace.chain.outbox)."""
+    from marketplace.chain import context, outbox
+
+    if not context.enabled():
+        return 0
+    with _single("chain_outbox", ttl_s=120) as mine:
+        if not mine:
+            return 0
+        chain = context.connect()
+        assert chain is not None
+        return outbox.process(chain)
+
+
+@app.task(name="market.chain_sync")
+def chain_sync() -> int:
+    """Apply the escrow's confirmed events to the ledger, then send what they made us queue."""
+    from marketplace.chain import context, follower, outbox
+
+    if not context.enabled():
+        return 0
+    with _single("chain_sync", ttl_s=120) as mine:
+        if not mine:
+            return 0
+        chain = context.connect()
+        assert chain is not None
+        applied = follower.sync(chain).applied
+    chain_outbox()
+    return applied
 
 
 @app.task(name="market.stop_run")

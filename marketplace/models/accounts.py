@@ -17,6 +17,11 @@ class Account(models.Model):
     role = models.CharField(max_length=16, choices=Role.choices)
     # EIP-55 checksummed; empty until the provider sets it. Payouts need it (escrow issue).
     payout_address = models.CharField(max_length=42, blank=True, default="")
+    # The wallet the escrow knows this user by (a developer's deposits, a provider's stake and
+    # earnings), EIP-55 checksummed. Set only with a signature from that wallet
+    # (`services.accounts.link_wallet`): leases spend from it and pay to it.
+    wallet_address = models.CharField(max_length=42, blank=True, default="", db_index=True)
+    wallet_linked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -69,6 +69,8 @@ class Job(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     progress = models.FloatField(default=0.0)
     progress_message = models.CharField(max_length=255, blank=True, default="")
+    # Why a queued job is not running yet when an offer fits (e.g. too little escrow balance).
+    wait_reason = models.CharField(max_length=500, blank=True, default="")
     result = models.JSONField(null=True, blank=True)
     result_artifact = models.ForeignKey(
         Artifact, null=True, blank=True, on_delete=models.SET_NULL, related_name="produced_by"
@@ -130,6 +132,7 @@ class AttemptOutcome(models.TextChoices):
     FAILED = "failed", "Failed"
     LOST = "lost", "Lost (node gone)"
     CANCELLED = "cancelled", "Cancelled"
+    WRONG = "wrong", "Wrong result (provider slashed)"
 
 
 class JobAttempt(models.Model):

@@ -6,6 +6,7 @@ from django.contrib.auth.models import User
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from marketplace.errors import Conflict, DomainError, InvalidInput
@@ -107,3 +108,50 @@ def account_of(user: User) -> Account:
     """The user's account; users made outside sign-up (``createsuperuser``) get a developer one."""
     account, _ = Account.objects.get_or_create(user=user, defaults={"role": Role.DEVELOPER})
     return account
+
+
+def wallet_link_message(user: User, address: str) -> str:
+    """What the wallet signs (EIP-191 ``personal_sign``) to prove it belongs to ``user``.
+
+    >>> wallet_link_message(ada, "0x70997970C51812dc3A010C7d01b50e0d17dc79C8")
+    'Link wallet 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 to GPU marketplace account ada (id 3)'
+    """
+    return f"Link wallet {address} to GPU marketplace account {user.username} (id {user.pk})"
+
+
+@transaction.atomic
+def link_wallet(*, user: User, address: str, signature: str) -> Account:
+    """Make ``address`` the wallet the escrow knows this user by: a developer's leases spend from
+    it, a provider's leases pay it. The signature of `wallet_link_message` by that address proves it
+    is the user's own (otherwise anyone could spend someone else's deposit or take their payouts)."""
+    from eth_account import Account as EthAccount
+    from eth_account.messages import encode_defunct
+
+    address = address.strip()
+    problem = checksum_address_error(address)
+    if problem:
+        raise InvalidInput(problem, code="invalid_address", field="address")
+    try:
+        signer = EthAccount.recover_message(encode_defunct(text=wallet_link_message(user, address)),
+                                            signature=signature.strip())
+    except Exception:  # noqa: BLE001 - any malformed signature: eth-account raises many types
+        raise InvalidInput("the signature is not a valid 65-byte hex signature", code="invalid_signature",
+                           field="signature") from None
+    if signer != address:
+        raise InvalidInput(f"the signature was made by {signer}, not {address}: sign the exact message with "
+                           "the wallet you are linking", code="wrong_signer", field="signature")
+    account_of(user)
+    account = Account.objects.select_for_update().get(user=user)
+    account.wallet_address, account.wallet_linked_at = address, timezone.now()
+    account.save(update_fields=["wallet_address", "wallet_linked_at"])
+    return account
+
+
+def sign_wallet_link(user: User, private_key: str) -> tuple[str, str]:
+    """The address and the link signature of a key we hold (the demo accounts, the tests)."""
+    from eth_account import Account as EthAccount
+    from eth_account.messages import encode_defunct
+
+    wallet = EthAccount.from_key(private_key)
+    signed = wallet.sign_message(encode_defunct(text=wallet_link_message(user, wallet.address)))
+    return str(wallet.address), "0x" + bytes(signed.signature).hex()

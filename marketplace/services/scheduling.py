@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from marketplace import dispatch
 from marketplace.models import AttemptOutcome, Job, JobAttempt, JobEvent, JobEventType, JobState, Node, Offer
-from marketplace.services import job_inputs
+from marketplace.services import job_inputs, leases, verification
 from marketplace.services import jobs as job_service
 from workers.runtime.spec import JobSpec, RunReport, RunState
 
@@ -40,6 +40,7 @@ class Match:
 
     attempt_id: int
     spec: JobSpec
+    lease_pending: bool = False  # the run starts when its lease opens on chain (`services.leases`)
 
 
 def lease_cost_wei(price_per_gpu_hour_wei: int, gpus: int, seconds: int) -> int:
@@ -64,6 +65,9 @@ def candidate_offers(job: Job, now: datetime) -> list[Offer]:
         offers = offers.filter(gpu_model=job.gpu_model)
     if job.max_price_wei is not None:
         offers = offers.filter(price_per_gpu_hour_wei__lte=job.max_price_wei)
+    # A node that returned a wrong result for this job does not get it again.
+    offers = offers.exclude(node_id__in=JobAttempt.objects.filter(job=job, outcome=AttemptOutcome.WRONG)
+                            .values("node_id"))
     order: list[Any] = ["price_per_gpu_hour_wei", F("node__runs_failed") - F("node__runs_succeeded"), "id"]
     if job.parent_id is not None:
         sibling_nodes = JobAttempt.objects.filter(job__parent_id=job.parent_id, outcome=AttemptOutcome.ACTIVE) \
@@ -125,23 +129,72 @@ def match_job(job_id: int, *, now: datetime | None = None) -> Match | None:
         # Siblings are matched one at a time (child row, then parent row: the family's lock order), so
         # each sees where the others went and they spread over the nodes even when matched at once.
         Job.objects.select_for_update().filter(pk=job.parent_id).values_list("pk").first()
-    for offer in candidate_offers(job, now):
-        if _reserve(offer, job.gpus):
-            return _open_attempt(job, offer)
+    if not leases.enabled():
+        for offer in candidate_offers(job, now):
+            if _reserve(offer, job.gpus):
+                return _open_attempt(job, offer)
+        return None
+    return _match_leased(job, now)
+
+
+def _match_leased(job: Job, now: datetime) -> Match | None:
+    """Matching with a chain: the cheapest offer whose provider is staked and whose lease the
+    developer can pay; otherwise the job keeps waiting, with the (cheapest offer's) reason shown."""
+    first_problem = leases.escrow_problem()
+    if first_problem is None:
+        for offer in candidate_offers(job, now):
+            terms = leases.lease_terms(job, offer)
+            problem = leases.offer_problem(job, offer, terms)
+            if problem is None and terms is not None and _reserve(offer, job.gpus):
+                return _open_attempt(job, offer, terms)
+            first_problem = first_problem or problem
+    if first_problem is not None:
+        leases.note_waiting(job, first_problem)
     return None
 
 
-def _open_attempt(job: Job, offer: Offer) -> Match:
+def _open_attempt(job: Job, offer: Offer, terms: leases.LeaseTerms | None = None) -> Match:
     job.attempts += 1
     job.offer, job.node = offer, offer.node
     job.save(update_fields=["attempts", "offer", "node", "updated_at"])
     attempt = JobAttempt.objects.create(job=job, number=job.attempts, offer=offer, node=offer.node, gpus=job.gpus,
                                         price_per_gpu_hour_wei=offer.price_per_gpu_hour_wei)
+    waiting = f"; waiting for lease {attempt.pk} to open on chain ({terms.reserved_wei} wei)" if terms else ""
     job_service.transition_job(job_id=job.pk, to_state=JobState.DISPATCHED, reason=(
         f"attempt {attempt.number}: offer {offer.pk} on node {offer.node.name} at "
-        f"{offer.price_per_gpu_hour_wei} wei per GPU-hour"))
+        f"{offer.price_per_gpu_hour_wei} wei per GPU-hour{waiting}"))
     attempt.job = job
-    return Match(attempt_id=attempt.pk, spec=spec_for(attempt))
+    if terms is not None:
+        leases.request_open(job, attempt, offer, terms)
+    return Match(attempt_id=attempt.pk, spec=spec_for(attempt), lease_pending=terms is not None)
+
+
+def ready_to_start(attempt: JobAttempt) -> bool:
+    """Whether the attempt may run: its lease is open, or it needs none (no chain when matched)."""
+    return not leases.has_lease(attempt) or leases.lease_is_open(attempt)
+
+
+def startable_attempt(attempt_id: int) -> JobAttempt | None:
+    """The attempt if it is active, not handed to Ray yet, and its lease is open."""
+    attempt = JobAttempt.objects.select_related("job", "offer", "node").filter(
+        pk=attempt_id, outcome=AttemptOutcome.ACTIVE, submitted_at__isnull=True).first()
+    return attempt if attempt is not None and ready_to_start(attempt) else None
+
+
+@transaction.atomic
+def requeue_unleased(attempt_id: int, reason: str) -> bool:
+    """The attempt's lease could not open (the developer's balance changed, the escrow paused...):
+    free the GPUs and queue the job again with the reason; no run was lost, so no attempt counts."""
+    locked = _locked_active(attempt_id)
+    if locked is None:
+        return False
+    attempt, job = locked
+    attempt.outcome, attempt.reason, attempt.finished_at = AttemptOutcome.CANCELLED, reason[:2000], timezone.now()
+    attempt.save(update_fields=["outcome", "reason", "finished_at"])
+    _release(attempt)
+    job_service.transition_job(job_id=job.pk, to_state=JobState.QUEUED, reason=reason[:2000])
+    Job.objects.filter(pk=job.pk).update(queued_at=timezone.now(), wait_reason=reason[:500])
+    return True
 
 
 def mark_submitted(attempt_id: int) -> None:
@@ -162,9 +215,13 @@ def _locked_active(attempt_id: int) -> tuple[JobAttempt, Job] | None:
 
 
 def _finish(attempt: JobAttempt, outcome: str, reason: str) -> None:
+    """End the attempt, free its GPUs, and give back its lease's reservation unless it succeeded
+    (settled) or was proven wrong (slashed)."""
     attempt.outcome, attempt.reason, attempt.finished_at = outcome, reason[:2000], timezone.now()
     attempt.save(update_fields=["outcome", "reason", "finished_at"])
     _release(attempt)
+    if outcome not in (AttemptOutcome.SUCCEEDED, AttemptOutcome.WRONG):
+        leases.release(attempt)
 
 
 @transaction.atomic
@@ -237,17 +294,39 @@ def _record_progress(job: Job, attempt: JobAttempt, report: RunReport) -> None:
 def _succeed(job: Job, attempt: JobAttempt, output: dict[str, Any]) -> None:
     from marketplace.services import artifacts, benchmarks
 
+    wrong = verification.wrong_result(job, output)
+    if wrong is not None:
+        _prove_wrong(job, attempt, wrong)
+        return
     body = json.dumps(output, sort_keys=True, indent=2).encode()
     artifact, _ = artifacts.store_artifact(owner=job.owner, chunks=[body], name=f"job-{job.pk}-result.json",
                                            content_type="application/json")
     Job.objects.filter(pk=job.pk).update(result=output, result_artifact=artifact, progress=1.0)
     _finish(attempt, AttemptOutcome.SUCCEEDED, "succeeded")
+    leases.settle(attempt, body)
     _count_run(attempt, succeeded=True)
     if job.kind == "benchmark" and attempt.node_id:
         benchmarks.record_benchmark(node_id=attempt.node_id, output=output)
     job_service.transition_job(job_id=job.pk, to_state=JobState.SUCCEEDED,
                                reason=f"result stored as artifact {artifact.pk}")
     dispatch.enqueue_stop_run(attempt.run_name)
+
+
+def _prove_wrong(job: Job, attempt: JobAttempt, wrong: str) -> None:
+    """The run says it succeeded but its result contradicts the block headers: slash the provider
+    (the developer is refunded and compensated) and run the job again on another node."""
+    reason = f"wrong result from node {attempt.node.name if attempt.node else '?'}: {wrong}"
+    _finish(attempt, AttemptOutcome.WRONG, reason)
+    leases.slash(attempt, reason)
+    _count_run(attempt, succeeded=False)
+    dispatch.enqueue_stop_run(attempt.run_name)
+    if job.attempts >= settings.JOB_MAX_ATTEMPTS:
+        job_service.transition_job(job_id=job.pk, to_state=JobState.FAILED,
+                                   reason=f"{reason}; gave up after {job.attempts} attempts")
+        return
+    job_service.transition_job(job_id=job.pk, to_state=JobState.QUEUED, reason=f"{reason}; queued again")
+    Job.objects.filter(pk=job.pk).update(queued_at=timezone.now(), progress=0.0, progress_message="")
+    dispatch.enqueue_dispatch(job.pk)
 
 
 def _count_run(attempt: JobAttempt, *, succeeded: bool) -> None:
@@ -294,7 +373,8 @@ def active_attempts(limit: int = 1000) -> list[JobAttempt]:
 
 def unstarted_too_long(attempt: JobAttempt, now: datetime) -> bool:
     """Submitted long ago and still not running: its node is probably gone."""
-    return attempt.started_at is None and attempt.created_at < now - START_TIMEOUT
+    submitted = attempt.submitted_at or attempt.created_at
+    return attempt.started_at is None and submitted < now - START_TIMEOUT
 
 
 @transaction.atomic

@@ -102,6 +102,15 @@ def load_bundle(data: bytes, source: str = "bundle") -> Block:
     return parse_block(document["block"], document["pre_state"], document.get("block_hashes") or {})
 
 
+def load_bundle_header(data: bytes, source: str = "bundle") -> Header:
+    """Only the header of a bundle: what the marketplace checks a provider's result against,
+    without parsing the transactions and the state."""
+    document = _decode_json(data, source)
+    if not isinstance(document, dict) or not isinstance(document.get("block"), dict):
+        raise MalformedBlock(source, 'a bundle is a JSON object with "block" and "pre_state"')
+    return _parse_header(document["block"])
+
+
 def bundle_directory(path: str | Path) -> bytes:
     """The bundle (gzipped JSON) of a block directory: one file that a job artifact can carry."""
     path = Path(path)
