@@ -1,7 +1,8 @@
 """The operators' deployment: docker-compose.yml validates offline, and every command it runs works.
 
 There is no Docker engine here, so the compose file is checked with the Compose binary
-(`docker-compose config`), and the commands its services run are run here as processes.
+(`docker-compose config`), and the commands its services run are run here as processes
+(`COMMAND_TESTS` names the test that runs each one, and a test checks that none is left out).
 """
 from __future__ import annotations
 
@@ -24,7 +25,20 @@ from tests.conftest import requires_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = Path(sys.executable).parent / "docker-compose"
-EXPECTED_SERVICES = {"postgres", "redis", "web", "worker", "beat", "ray-head", "provider"}
+EXPECTED_SERVICES = {"postgres", "redis", "migrate", "chain", "deploy", "web", "worker", "beat", "ray-head",
+                     "provider"}
+ONE_SHOTS = {"migrate", "deploy"}  # run to completion on every `up`; the rest run until stopped
+# The test that runs each service's command here (postgres and redis run their images' own servers).
+COMMAND_TESTS = {
+    "migrate": "test_the_migrate_command_applies_every_migration",
+    "chain": "test_the_chain_command_serves_anvil_passes_its_health_check_and_keeps_its_state",
+    "deploy": "test_the_deploy_command_deploys_the_contracts_once_and_then_does_nothing",
+    "web": "test_the_web_service_command_migrates_serves_and_passes_its_health_check",
+    "worker": "test_the_worker_and_beat_commands_start_and_stop_cleanly",
+    "beat": "test_the_worker_and_beat_commands_start_and_stop_cleanly",
+    "ray-head": "test_the_ray_head_command_serves_its_port_and_stops_cleanly",
+    "provider": "test_the_provider_command_registers_a_node_joins_the_cluster_and_stays_healthy",
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +58,44 @@ def test_the_compose_file_validates_and_has_every_service_with_a_health_check(co
     services = compose_config["services"]
     assert set(services) == EXPECTED_SERVICES
     for name, service in services.items():
-        assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
+        if name in ONE_SHOTS:
+            assert service["restart"] == "no", f"{name} runs once"
+        else:
+            assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
+
+
+def test_every_command_the_compose_file_runs_is_run_by_a_test(compose_config):
+    ours = {name for name, service in compose_config["services"].items() if "build" in service}  # our image
+    commanded = {name for name in ours if compose_config["services"][name].get("command")}
+    assert commanded == ours, "every service of our image says what it runs"
+    assert commanded == set(COMMAND_TESTS)
+    assert all(callable(globals().get(test)) for test in COMMAND_TESTS.values())
+
+
+def _waits_for(service: dict[str, Any]) -> dict[str, str]:
+    return {name: dependency["condition"] for name, dependency in service.get("depends_on", {}).items()}
+
+
+def test_the_contracts_are_deployed_after_the_schema_and_the_chain_and_before_the_app_starts(compose_config):
+    services = compose_config["services"]
+    assert _waits_for(services["migrate"]) == {"postgres": "service_healthy"}
+    assert _waits_for(services["deploy"]) == {"postgres": "service_healthy", "chain": "service_healthy",
+                                              "migrate": "service_completed_successfully"}
+    for name in ("web", "worker", "beat"):
+        assert _waits_for(services[name])["deploy"] == "service_completed_successfully", name
+    assert services["chain"]["volumes"][0]["target"] == "/data/chain"
+    assert "ports" not in services["chain"]  # dev keys: the chain is reachable inside the compose network only
+
+
+def test_the_app_reaches_the_bundled_chain_with_the_keys_env_example_documents(compose_config):
+    env = compose_config["services"]["web"]["environment"]
+    assert env["CHAIN_URL"] == "http://chain:8545" and env["CHAIN_ID"] == "31337"
+    from marketplace.chain.anvil import ANVIL_ACCOUNTS
+
+    dev_keys = {account.private_key for account in ANVIL_ACCOUNTS}
+    assert {env["CHAIN_OPERATOR_KEY"], env["CHAIN_DEPLOYER_KEY"]} <= dev_keys
+    text = (ROOT / ".env.example").read_text()
+    assert "REQUIRED in production" in text and "PUBLIC dev keys" in text
 
 
 def test_every_variable_the_settings_read_is_documented_in_env_example():
@@ -196,3 +247,113 @@ def test_the_provider_command_registers_a_node_joins_the_cluster_and_stays_healt
             web.wait(timeout=20)
         head.stop()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _env_example() -> dict[str, str]:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+def _test_database_url() -> str:
+    """DATABASE_URL naming pytest-django's test database, for commands run as processes."""
+    from django.db import connection
+
+    database = urlsplit(os.environ["DATABASE_URL"])._replace(path="/" + connection.settings_dict["NAME"])
+    return urlunsplit(database)
+
+
+def _local(command: list[str]) -> list[str]:
+    return [sys.executable if part == "python" else part for part in command]
+
+
+@requires_postgres()
+@pytest.mark.django_db(transaction=True)
+def test_the_migrate_command_applies_every_migration(compose_config, tmp_path):
+    env = {**_production_env(tmp_path), "DATABASE_URL": _test_database_url()}
+    migrate = subprocess.run(_local(compose_config["services"]["migrate"]["command"]), cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert migrate.returncode == 0, migrate.stderr
+    check = subprocess.run([sys.executable, "manage.py", "migrate", "--check"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def _chain_command(compose_config: dict[str, Any], port: int, state_dir: Path) -> tuple[list[str], list[str]]:
+    """The compose `chain` command and health check, on a loopback port with its state under ``state_dir``."""
+    from marketplace.chain.anvil import anvil_binary
+
+    service = compose_config["services"]["chain"]
+    command = [str(anvil_binary()) if part == "anvil" else part.replace("/data/chain", str(state_dir))
+               for part in service["command"]]
+    assert command[command.index("--host") + 1] == "0.0.0.0" and command[command.index("--port") + 1] == "8545"
+    command[command.index("--host") + 1], command[command.index("--port") + 1] = "127.0.0.1", str(port)
+    check = [part.replace("127.0.0.1:8545", f"127.0.0.1:{port}") for part in service["healthcheck"]["test"][1:]]
+    return command, _local(check)
+
+
+def _serve_chain(command: list[str], check: list[str], env: dict[str, str], log: Path, probe: Any) -> int:
+    """Run the chain command until its health check passes, ``probe()``, then SIGTERM it as Docker would."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(check, cwd=ROOT, env=env, capture_output=True, timeout=20).returncode != 0:
+            assert process.poll() is None, f"anvil exited:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"the health check never passed:\n{log.read_text()[-3000:]}"
+            time.sleep(0.2)
+        probe()
+        os.killpg(process.pid, 15)
+        return process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
+def test_the_chain_command_serves_anvil_passes_its_health_check_and_keeps_its_state(compose_config, tmp_path):
+    """The chain mines on its own (block time), and its state survives a restart (the volume)."""
+    from marketplace.chain.anvil import ANVIL_ACCOUNTS, rpc
+
+    port = _free_port()
+    command, check = _chain_command(compose_config, port, tmp_path)
+    url, account = f"http://127.0.0.1:{port}", ANVIL_ACCOUNTS[9].address
+    env = _production_env(tmp_path)
+
+    def first_life() -> None:
+        assert rpc(url, "eth_chainId") == hex(31337)
+        deadline = time.monotonic() + 10
+        while int(rpc(url, "eth_blockNumber"), 16) < 1:
+            assert time.monotonic() < deadline, "no block was mined without transactions"
+            time.sleep(0.2)
+        rpc(url, "anvil_setBalance", [account, "0x2a"])
+
+    assert _serve_chain(command, check, env, tmp_path / "chain.log", first_life) == 0
+    assert (tmp_path / "state.json").is_file()
+    def second_life() -> None:
+        assert rpc(url, "eth_getBalance", [account, "latest"]) == "0x2a", "the state was lost"
+
+    assert _serve_chain(command, check, env, tmp_path / "chain.log", second_life) == 0
+
+
+@requires_postgres()
+@pytest.mark.django_db(transaction=True)
+def test_the_deploy_command_deploys_the_contracts_once_and_then_does_nothing(compose_config, tmp_path):
+    """Against a fresh anvil with `.env.example`'s chain settings; a second run sends no transaction."""
+    from marketplace.chain.anvil import ANVIL_ACCOUNTS, rpc, start_anvil
+
+    chain_settings = {key: value for key, value in _env_example().items() if key.startswith("CHAIN_")}
+    command = _local(compose_config["services"]["deploy"]["command"])
+    deployer = next(a.address for a in ANVIL_ACCOUNTS if a.private_key == chain_settings["CHAIN_DEPLOYER_KEY"])
+    with start_anvil(_free_port(), log_path=tmp_path / "anvil.log") as chain:
+        env = {**_production_env(tmp_path), **chain_settings, "CHAIN_URL": chain.url,
+               "DATABASE_URL": _test_database_url()}
+        assert subprocess.run([*command, "--help"], cwd=ROOT, env=env, capture_output=True).returncode == 0
+        runs, nonces = [], []
+        for _ in range(2):
+            runs.append(subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120))
+            assert runs[-1].returncode == 0, runs[-1].stdout + runs[-1].stderr
+            nonces.append(int(rpc(chain.url, "eth_getTransactionCount", [deployer, "latest"]), 16))
+    assert nonces[0] > 0 and nonces[1] == nonces[0], f"deployer nonces after each run: {nonces}"
+    secret = chain_settings["CHAIN_OPERATOR_KEY"][2:]
+    assert not any(secret in run.stdout + run.stderr for run in runs), "a key was printed"
