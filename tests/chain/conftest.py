@@ -47,3 +47,29 @@ def anvil_snapshot(anvil: AnvilProcess) -> Iterator[AnvilProcess]:
     snapshot = anvil.rpc("evm_snapshot")
     yield anvil
     assert anvil.rpc("evm_revert", snapshot) is True, "evm_revert refused the test's snapshot"
+
+
+# --- a deployed marketplace on the session's anvil ----------------------------------------------
+
+from marketplace.chain.anvil import ANVIL_ACCOUNTS  # noqa: E402
+
+DEPLOYER, OPERATOR, DEVELOPER_WALLET, PROVIDER_WALLET, TREASURY, STRANGER = ANVIL_ACCOUNTS[:6]
+MIN_STAKE = 10**18
+FEE_BPS = 250
+
+
+@pytest.fixture
+def chain(anvil_snapshot: AnvilProcess, settings: Any, db: None) -> Any:
+    """Token and escrow freshly deployed (undone after the test), the marketplace configured to
+    use them with ANVIL_ACCOUNTS[1] as its signer, and no Celery (tests drive the tasks' functions)."""
+    from marketplace.chain import context
+    from marketplace.chain.deploy import DeployParams, deploy
+
+    settings.CHAIN_URL = anvil_snapshot.url
+    settings.CHAIN_OPERATOR_KEY = OPERATOR.private_key
+    settings.CHAIN_CONFIRMATIONS = 0
+    settings.DISPATCH_QUEUE_ENABLED = False
+    deploy(context.client(), deployer_key=DEPLOYER.private_key, operator=OPERATOR.address,
+           params=DeployParams(fee_bps=FEE_BPS, min_stake=MIN_STAKE, unbonding_delay_s=60, settle_window_s=600,
+                               treasury=TREASURY.address))
+    return context.connect()
