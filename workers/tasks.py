@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -146,11 +147,8 @@ def chain_outbox() -> int:
     if not context.enabled():
         return 0
     with _single("chain_outbox", ttl_s=120) as mine:
-        if not mine:
-            return 0
-        chain = context.connect()
-        assert chain is not None
-        return outbox.process(chain)
+        chain = _connected() if mine else None
+        return outbox.process(chain) if chain is not None else 0
 
 
 @app.task(name="market.chain_sync")
@@ -161,13 +159,23 @@ def chain_sync() -> int:
     if not context.enabled():
         return 0
     with _single("chain_sync", ttl_s=120) as mine:
-        if not mine:
+        chain = _connected() if mine else None
+        if chain is None:
             return 0
-        chain = context.connect()
-        assert chain is not None
         applied = follower.sync(chain).applied
     chain_outbox()
     return applied
+
+
+def _connected() -> Any:
+    """The configured chain, or None (logged) while the contracts are not deployed on it yet."""
+    from marketplace.chain import context
+
+    try:
+        return context.connect()
+    except context.NotDeployed as exc:
+        log.warning("chain: %s", exc)
+        return None
 
 
 @app.task(name="market.stop_run")
