@@ -312,8 +312,8 @@ def _serve_chain(command: list[str], check: list[str], env: dict[str, str], log:
 
 
 def test_the_chain_command_serves_anvil_passes_its_health_check_and_keeps_its_state(compose_config, tmp_path):
-    """The chain mines on its own (block time), and its state survives a restart (the volume)."""
-    from marketplace.chain.anvil import ANVIL_ACCOUNTS, rpc
+    """anvil answers as CHAIN_ID, mines a transaction at once, and its state survives a restart (the volume)."""
+    from marketplace.chain.anvil import ANVIL_ACCOUNTS, DEV_BALANCE_WEI, rpc
 
     port = _free_port()
     command, check = _chain_command(compose_config, port, tmp_path)
@@ -322,16 +322,15 @@ def test_the_chain_command_serves_anvil_passes_its_health_check_and_keeps_its_st
 
     def first_life() -> None:
         assert rpc(url, "eth_chainId") == hex(31337)
-        deadline = time.monotonic() + 10
-        while int(rpc(url, "eth_blockNumber"), 16) < 1:
-            assert time.monotonic() < deadline, "no block was mined without transactions"
-            time.sleep(0.2)
-        rpc(url, "anvil_setBalance", [account, "0x2a"])
+        rpc(url, "eth_sendTransaction", [{"from": ANVIL_ACCOUNTS[0].address, "to": account, "value": "0x2a"}])
+        assert rpc(url, "eth_blockNumber") == "0x1"
 
     assert _serve_chain(command, check, env, tmp_path / "chain.log", first_life) == 0
     assert (tmp_path / "state.json").is_file()
+
     def second_life() -> None:
-        assert rpc(url, "eth_getBalance", [account, "latest"]) == "0x2a", "the state was lost"
+        assert rpc(url, "eth_blockNumber") == "0x1", "the blocks were lost"
+        assert int(rpc(url, "eth_getBalance", [account, "latest"]), 16) == DEV_BALANCE_WEI + 42, "the state was lost"
 
     assert _serve_chain(command, check, env, tmp_path / "chain.log", second_life) == 0
 
