@@ -12,6 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 REDIS_PORT ?= 6379
 RAY_PORT ?= 6390
+CHAIN_PORT ?= 8545
 PYTEST_ARGS ?=
 
 # Debian packages the tests need: a PostgreSQL server, a browser for the page tests, `ip` for the
@@ -65,7 +66,8 @@ test: install node system-test-deps
 
 # The marketplace on http://$(HOST):$(PORT)/ with demo accounts (SQLite unless DATABASE_URL is set).
 run: install node system-run-deps
-	$(PY) scripts/run_local.py --host $(HOST) --port $(PORT) --redis-port $(REDIS_PORT) --ray-port $(RAY_PORT)
+	$(PY) scripts/run_local.py --host $(HOST) --port $(PORT) --redis-port $(REDIS_PORT) --ray-port $(RAY_PORT) \
+	  --chain-port $(CHAIN_PORT)
 
 clean:
 	rm -rf $(VENV) node_modules .run test-output
