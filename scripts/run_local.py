@@ -2,8 +2,10 @@
 """Start the whole marketplace locally (what `make run` does) and stop every part on Ctrl-C.
 
 Prepares the database and the demo accounts, then starts and supervises, all bound to
-127.0.0.1: Redis, a Ray head (through `workers.cluster`), the web app, a Celery worker, Celery
-beat, and the demo provider's node joined through the agent. Each runs in its own process
+127.0.0.1: a local anvil chain (the npm package @foundry-rs/anvil) with the token and escrow
+deployed and the demo wallets funded, Redis, a Ray head (through `workers.cluster`), the web app,
+a Celery worker, Celery beat (which also follows the chain's events and sends the marketplace's
+contract calls), and the demo provider's node joined through the agent. Each runs in its own process
 group with its log under `.run/logs/`. If one dies, the rest are stopped and the exit status
 says so; Ctrl-C (or SIGTERM) stops them all, in reverse order, and exits 0.
 """
@@ -22,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # for marketplace.chain.anvil (this script runs as a file, not a module)
+
+from marketplace.chain.anvil import ANVIL_ACCOUNTS, anvil_argv, ping  # noqa: E402
 RUN_DIR = Path(os.environ.get("RUN_DIR") or ROOT / ".run")  # the settings read the same variable
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
@@ -104,6 +109,7 @@ def _signal_group(service: Service, sig: int) -> None:
 def print_banner(base_url: str, demo: dict[str, str], log_dir: Path, ray_address: str) -> None:
     print(f"""
 Marketplace running (Ctrl-C stops everything; logs in {log_dir}/)
+  chain        {demo.get('chain_url', '-')}   escrow {demo.get('escrow_address', '-')}   token {demo.get('token_address', '-')}
   web UI       {base_url}/
   offers       {base_url}/offers/
   API          {base_url}/api/v1/
@@ -123,6 +129,7 @@ def plan(args: argparse.Namespace, demo: dict[str, str]) -> list[Service]:
     ray_temp = f"/tmp/ray-market-{os.getuid()}-{args.ray_port}"  # short: Ray's socket paths stay < 107 bytes
     api = f"http://{args.host}:{args.port}"
     return [
+        Service("chain", anvil_argv(args.chain_port)),
         Service("redis", ["redis-server", "--port", str(args.redis_port), "--bind", "127.0.0.1",
                           "--dir", str(RUN_DIR), "--appendonly", "yes", "--save", ""]),
         Service("ray-head", [PYTHON, "-m", "workers.cluster", "head", "--port", str(args.ray_port),
@@ -140,7 +147,7 @@ def plan(args: argparse.Namespace, demo: dict[str, str]) -> list[Service]:
 
 def check_ports(args: argparse.Namespace) -> str | None:
     for port, what, flag in ((args.port, "the web app", "PORT"), (args.redis_port, "Redis", "REDIS_PORT"),
-                             (args.ray_port, "the Ray head", "RAY_PORT")):
+                             (args.ray_port, "the Ray head", "RAY_PORT"), (args.chain_port, "anvil", "CHAIN_PORT")):
         if not port_is_free(args.host, port):
             return f"run: port {port} (for {what}) is in use; stop what uses it or run `make run {flag}=<another>`"
     return None
@@ -152,6 +159,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--redis-port", type=int, default=6379)
     parser.add_argument("--ray-port", type=int, default=6390)
+    parser.add_argument("--chain-port", type=int, default=8545)
     args = parser.parse_args()
     os.chdir(ROOT)
     problem = check_ports(args)
@@ -160,7 +168,8 @@ def main() -> int:
         return 1
     redis_url = f"redis://127.0.0.1:{args.redis_port}/0"
     os.environ.update(DEBUG=os.environ.get("DEBUG", "1"), REDIS_URL=redis_url, CELERY_BROKER_URL=redis_url,
-                      RAY_ADDRESS=f"127.0.0.1:{args.ray_port}", CELERY_BEAT_SCHEDULE=str(RUN_DIR / "beat"))
+                      RAY_ADDRESS=f"127.0.0.1:{args.ray_port}", CELERY_BEAT_SCHEDULE=str(RUN_DIR / "beat"),
+                      **chain_environment(args.chain_port))
     base_url = f"http://{args.host}:{args.port}"
     log_dir = RUN_DIR / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -168,6 +177,25 @@ def main() -> int:
     manage("seed_demo", "--api-url", f"{base_url}/api/v1", "-v", "0")
     demo = json.loads((RUN_DIR / "demo.json").read_text())
     return supervise(plan(args, demo), args, base_url, demo, log_dir)
+
+
+def chain_environment(port: int) -> dict[str, str]:
+    """The local chain's settings: anvil's public dev keys (account 0 deploys and is the treasury,
+    account 1 is the marketplace's signer), a one-minute unbonding delay for trying things out."""
+    return {"CHAIN_URL": f"http://127.0.0.1:{port}", "CHAIN_DEPLOYER_KEY": ANVIL_ACCOUNTS[0].private_key,
+            "CHAIN_OPERATOR_KEY": ANVIL_ACCOUNTS[1].private_key, "CHAIN_CONFIRMATIONS": "0",
+            "CHAIN_UNBONDING_DELAY_S": os.environ.get("CHAIN_UNBONDING_DELAY_S", "60")}
+
+
+def prepare_chain(demo: dict[str, str]) -> bool:
+    """Deploy the contracts (if this chain has none) and fund the demo wallets; False if that failed."""
+    try:
+        manage("deploy_contracts", "-v", "0")
+        manage("fund_demo", "-v", "0")
+    except subprocess.CalledProcessError:
+        return False
+    demo.update(json.loads((RUN_DIR / "demo.json").read_text()))
+    return True
 
 
 def supervise(services: list[Service], args: argparse.Namespace, base_url: str, demo: dict[str, str],
@@ -181,12 +209,17 @@ def supervise(services: list[Service], args: argparse.Namespace, base_url: str, 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     readiness = {"redis": lambda: listening(args.redis_port), "ray-head": lambda: listening(args.ray_port),
-                 "web": lambda: http_ok(f"{base_url}/healthz")}
+                 "web": lambda: http_ok(f"{base_url}/healthz"),
+                 "chain": lambda: not ping(f"http://127.0.0.1:{args.chain_port}")}
     for service in services:
         start(service, log_dir)
         ready = readiness.get(service.name)
         if ready and not wait_for(ready, 90, services):
             print(f"run: {service.name} did not come up; see {log_dir}/{service.name}.log", file=sys.stderr)
+            stop_all(services)
+            return 1
+        if service.name == "chain" and not prepare_chain(demo):
+            print("run: deploying the contracts or funding the demo wallets failed (see above)", file=sys.stderr)
             stop_all(services)
             return 1
     print_banner(base_url, demo, log_dir, f"127.0.0.1:{args.ray_port}")

@@ -30,7 +30,7 @@ def _start(run_dir: Path, ports: dict[str, int]) -> subprocess.Popen[str]:
     env["RUN_DIR"] = str(run_dir)
     return subprocess.Popen(
         [sys.executable, "scripts/run_local.py", "--port", str(ports["web"]), "--redis-port", str(ports["redis"]),
-         "--ray-port", str(ports["ray"])], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+         "--ray-port", str(ports["ray"]), "--chain-port", str(ports["chain"])], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True)
 
 
@@ -72,18 +72,33 @@ def _readme_example(api: str, token: str) -> dict:
     return job
 
 
+def _settled_lease(api: str, token: str, job_id: int) -> dict:
+    """The job's lease once the chain says it settled (the follower applies events every 2 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        job = requests.get(f"{api}/api/v1/jobs/{job_id}/", headers={"Authorization": f"Token {token}"},
+                           timeout=10).json()
+        if job.get("lease") and job["lease"]["state"] == "settled":
+            return job["lease"]
+        assert time.monotonic() < deadline, job.get("lease")
+        time.sleep(0.5)
+
+
 @pytest.mark.dispatch
 def test_make_run_brings_everything_up_runs_the_readme_job_and_stops_on_ctrl_c(tmp_path):
-    ports = {"web": _free_port(), "redis": _free_port(), "ray": _free_port()}
+    ports = {"web": _free_port(), "redis": _free_port(), "ray": _free_port(), "chain": _free_port()}
     api = f"http://127.0.0.1:{ports['web']}"
     first = _start(tmp_path, ports)
     try:
         banner = _wait_banner(first)
         demo = json.loads((tmp_path / "demo.json").read_text())
         assert demo["developer_token"] in banner and demo["api_url"] == f"{api}/api/v1"
+        assert demo["chain_url"] == f"http://127.0.0.1:{ports['chain']}" and demo["escrow_address"] in banner
         children = _descendants(first.pid)
         job = _readme_example(api, demo["developer_token"])
         assert job["state"] == "succeeded", job
+        lease = _settled_lease(api, demo["developer_token"], job["id"])
+        assert int(lease["payment_wei"]) > 0 and lease["open_tx"] and lease["settle_tx"]
         offers = requests.get(f"{api}/api/v1/offers/?ordering=-score", timeout=10).json()["results"]
         assert offers[0]["node"] == job["node"] and offers[0]["score"] > 0
         assert _ctrl_c(first) == 0
