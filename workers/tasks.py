@@ -154,7 +154,7 @@ def chain_outbox() -> int:
 @app.task(name="market.chain_sync")
 def chain_sync() -> int:
     """Apply the escrow's confirmed events to the ledger, then send what they made us queue."""
-    from marketplace.chain import context, follower, outbox
+    from marketplace.chain import context, follower
 
     if not context.enabled():
         return 0

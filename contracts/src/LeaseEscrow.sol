@@ -115,6 +115,7 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
     function reclaimLease(uint256 leaseId) external {
         Lease storage lease = _openLease(leaseId);
         if (msg.sender != lease.tenant) revert NotTenant(leaseId, msg.sender);
+        // slither-disable-next-line timestamp (deadlines are hours long: a validator's seconds of drift do not matter)
         if (block.timestamp <= lease.deadline) revert DeadlineNotReached(leaseId, lease.deadline);
         uint256 refund = _close(lease, LeaseState.Reclaimed);
         emit LeaseReclaimed(leaseId, lease.jobId, refund);
@@ -158,6 +159,7 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
         Provider storage provider = _registered(msg.sender);
         uint64 at = provider.unbondingAt;
         if (at == 0) revert NotUnbonding(msg.sender);
+        // slither-disable-next-line timestamp (the unbonding delay is days long)
         if (block.timestamp < at) revert UnbondingNotDone(msg.sender, at);
         if (provider.openLeases != 0) revert OpenLeases(msg.sender, provider.openLeases);
         uint256 stake = provider.stake;
@@ -213,6 +215,7 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
         whenNotPaused
     {
         Lease storage lease = _openLease(leaseId);
+        // slither-disable-next-line timestamp (deadlines are hours long: a validator's seconds of drift do not matter)
         if (block.timestamp > lease.deadline) revert LeaseExpired(leaseId, lease.deadline);
         uint256 reserved = lease.reserved;
         // Used for the whole reserved duration or longer: the payment is the reservation. Shorter
@@ -290,6 +293,7 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
         uint256 before = token.balanceOf(address(this));
         token.safeTransferFrom(msg.sender, address(this), amount);
         received = token.balanceOf(address(this)) - before;
+        // slither-disable-next-line incorrect-equality (a balance difference, not a balance: 0 means nothing arrived)
         if (received == 0) revert DepositNotReceived();
     }
 

@@ -9,8 +9,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from marketplace.catalog import GPU_MODEL_CHOICES
-from marketplace.models import Artifact, Job, JobAttempt, JobEvent, JobState, Node, NodeGpu, Offer, Role
+from marketplace.models import Artifact, Job, JobAttempt, JobEvent, JobState, Lease, LeaseState, Node, NodeGpu, Offer, Role
 from marketplace.models.fields import UINT256_MAX
+from marketplace.services import balances, leases
 from marketplace.web.format import wei_to_eth
 
 WEI_PATTERN = r"^[0-9]{1,78}$"
@@ -274,18 +275,57 @@ class JobCreateSerializer(StrictSerializer):
                                                allow_null=True, help_text="Fail if unmatched this long")
 
 
+#: A lease as `services.leases.job_lease` reports it: the chain's states, and before the chain has it
+#: ``opening`` (the call is on its way), ``not_opened`` (the contract refused it) or ``withdrawn``.
+JOB_LEASE_STATES = [*LeaseState.values, "opening", "not_opened", "withdrawn"]
+
+
+class JobLeaseSerializer(serializers.Serializer):
+    """The escrow lease of a job's latest leased attempt (shape of `services.leases.job_lease`)."""
+
+    id = serializers.IntegerField(help_text="The lease id on chain (the attempt's id)")
+    state = serializers.ChoiceField(choices=JOB_LEASE_STATES)
+    open_tx = serializers.CharField(allow_null=True, help_text="Hash of the transaction that opened it")
+    settle_tx = serializers.CharField(allow_null=True, help_text="Hash of the transaction that closed it "
+                                                                "(settled, released, reclaimed or slashed)")
+    tenant = serializers.CharField(help_text="The developer's wallet that pays")
+    provider = serializers.CharField(help_text="The provider's wallet that is paid")
+    rate_per_hour_wei = WeiField()
+    reserved_wei = WeiField()
+    payment_wei = WeiField(help_text="Paid to the provider, fee included")
+    fee_wei = WeiField()
+    refund_wei = WeiField()
+    slashed_wei = WeiField(help_text="Provider stake paid to the developer for a result proven wrong")
+    result_hash = serializers.CharField(allow_null=True)
+    deadline = serializers.DateTimeField(allow_null=True)
+    used_seconds = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField(allow_null=True, help_text="Why the chain refused the last call, if it did")
+
+
 class JobSerializer(serializers.ModelSerializer):
     requirements = serializers.SerializerMethodField()
     max_price_wei = WeiField(allow_null=True)
     budget_wei = WeiField()
     children = serializers.SerializerMethodField(help_text="The jobs this one was split into (ids, in block order)")
+    lease = serializers.SerializerMethodField(help_text="The escrow lease paying for the latest run; null when "
+                                                        "none was asked for (no chain, or not matched yet)")
 
     class Meta:
         model = Job
         fields = ["id", "kind", "state", "spec", "requirements", "max_price_wei", "budget_wei", "queue_timeout_s",
-                  "offer", "node", "attempts", "progress", "progress_message", "result_artifact", "parent",
-                  "children", "created_at", "updated_at", "finished_at"]
-        extra_kwargs = {"parent": {"help_text": "The job this one is a part of, if it was split"}}
+                  "offer", "node", "attempts", "progress", "progress_message", "wait_reason", "lease",
+                  "result_artifact", "parent", "children", "created_at", "updated_at", "finished_at"]
+        extra_kwargs = {"parent": {"help_text": "The job this one is a part of, if it was split"},
+                        "wait_reason": {"help_text": "Why a queued job is not running yet although an offer "
+                                                     "fits (e.g. too little escrow balance); empty otherwise"}}
+
+    @extend_schema_field(JobLeaseSerializer(allow_null=True))
+    def get_lease(self, job: Job) -> dict[str, Any] | None:
+        if getattr(job, "asked_for_lease", True) is False:  # annotated by the list: skip the lookups
+            return None
+        lease = leases.job_lease(job)
+        # One shape whatever the lease's progress (a lease not on chain yet has no used_seconds).
+        return None if lease is None else {"used_seconds": None, **lease}
 
     @extend_schema_field(serializers.ListField(child=serializers.IntegerField()))
     def get_children(self, job: Job) -> list[int]:
@@ -322,3 +362,104 @@ class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     errors = serializers.JSONField(required=False)
 
+
+
+# --- wallet and ledger -------------------------------------------------------------------------
+
+class WalletSerializer(serializers.Serializer):
+    address = serializers.CharField(allow_null=True, help_text="Your linked wallet (EIP-55), null when none")
+    linked_at = serializers.DateTimeField(allow_null=True)
+    message_to_sign = serializers.CharField(
+        allow_null=True, help_text="What the wallet given as ?address= signs (EIP-191 personal_sign, e.g. "
+                                   "`cast wallet sign`) to be linked; null without ?address=")
+    chain_id = serializers.IntegerField(allow_null=True, help_text="The chain the escrow is on; null: no chain")
+
+
+class WalletLinkSerializer(StrictSerializer):
+    # Generous bounds: the service explains a wrong address or signature with its own codes.
+    address = serializers.CharField(max_length=100, help_text="The wallet to link (EIP-55 checksummed)")
+    signature = serializers.CharField(max_length=200, help_text="0x + 65 bytes hex: message_to_sign signed "
+                                                                "by that wallet")
+
+
+class ChainInfoSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="chain_id")
+    escrow = serializers.CharField(allow_null=True, help_text="LeaseEscrow's address; null if not deployed")
+    token = serializers.CharField(allow_null=True, help_text="The ERC-20 the escrow holds; null if not deployed")
+    min_stake_wei = WeiField(allow_null=True)
+    fee_bps = serializers.IntegerField(allow_null=True)
+    paused = serializers.BooleanField()
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        body = super().to_representation(instance)
+        return {**body, "escrow": body["escrow"] or None, "token": body["token"] or None}
+
+
+class LedgerLeaseSerializer(serializers.ModelSerializer):
+    id = serializers.IntegerField(source="lease_id", help_text="The lease id on chain")
+    job = serializers.IntegerField(source="job_id", allow_null=True, help_text="The job it paid for")
+    role = serializers.SerializerMethodField(help_text="What your wallet was in it: tenant, provider or both")
+    rate_per_hour_wei = WeiField()
+    reserved_wei = WeiField()
+    payment_wei = WeiField(help_text="Paid to the provider, fee included")
+    fee_wei = WeiField()
+    refund_wei = WeiField()
+    slashed_wei = WeiField()
+    close_tx = serializers.SerializerMethodField(help_text="Hash of the transaction that closed it")
+    result_hash = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Lease
+        fields = ["id", "job", "role", "state", "tenant", "provider", "rate_per_hour_wei", "reserved_wei",
+                  "payment_wei", "fee_wei", "refund_wei", "slashed_wei", "used_seconds", "open_tx", "close_tx",
+                  "result_hash", "deadline", "opened_at", "closed_at"]
+
+    @extend_schema_field(serializers.ChoiceField(choices=["tenant", "provider", "both"]))
+    def get_role(self, lease: Lease) -> str:
+        return balances.lease_role(lease, self.context["address"])
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_close_tx(self, lease: Lease) -> str | None:
+        return lease.close_tx or None
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_result_hash(self, lease: Lease) -> str | None:
+        return lease.result_hash or None
+
+
+class LedgerLeasePageSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = LedgerLeaseSerializer(many=True)
+
+
+class LedgerSerializer(serializers.Serializer):
+    POSITION_FIELDS = ("available", "reserved", "stake", "lease_cap", "deposited", "withdrawn", "earned", "spent",
+                       "fees", "compensated", "slashed", "registered", "unbonding_at", "open_leases")
+
+    chain = ChainInfoSerializer(allow_null=True, help_text="The chain in use; null when the marketplace runs "
+                                                           "without one (CHAIN_URL empty): every amount is then 0")
+    address = serializers.CharField(allow_null=True, help_text="Your linked wallet; null: link one first")
+    available = WeiField(help_text="Withdrawable now")
+    reserved = WeiField(help_text="Held by your open leases, as tenant")
+    pending_reservations = WeiField(help_text="What lease openings still on their way to the chain will reserve")
+    stake = WeiField()
+    lease_cap = WeiField(help_text="The most one lease may reserve (you set it with setLeaseCap)")
+    deposited = WeiField()
+    withdrawn = WeiField()
+    earned = WeiField(help_text="Lease payments received, after fees")
+    spent = WeiField(help_text="Lease payments made, fees included")
+    fees = WeiField(help_text="Fees received, as treasury")
+    compensated = WeiField(help_text="Slashed provider stake paid to you")
+    slashed = WeiField(help_text="Your stake lost to slashing, as provider")
+    registered = serializers.BooleanField(help_text="Registered as a provider in the escrow")
+    unbonding_at = serializers.DateTimeField(allow_null=True, help_text="When your stake may be withdrawn, "
+                                                                        "if you started unbonding")
+    open_leases = serializers.IntegerField(help_text="Open leases paying you, as provider")
+    leases = serializers.SerializerMethodField(help_text="Your wallet's leases as tenant or provider, newest "
+                                                         "first (?limit=&offset=)")
+
+    @extend_schema_field(LedgerLeasePageSerializer)
+    def get_leases(self, instance: dict[str, Any]) -> dict[str, Any]:
+        return dict(instance["leases"])  # one page, serialized by the view with its links

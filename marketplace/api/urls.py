@@ -20,5 +20,7 @@ urlpatterns = [
     path("me", views.MeView.as_view(), name="me"),
     path("catalog/gpus/", views.GpuCatalogView.as_view(), name="gpu-catalog"),
     path("job-kinds/", views.JobKindsView.as_view(), name="job-kinds"),
+    path("wallet/", views.WalletView.as_view(), name="wallet"),
+    path("ledger/", views.LedgerView.as_view(), name="ledger"),
     path("", include(router.urls)),
 ]

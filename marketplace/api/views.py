@@ -4,11 +4,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import MultiPartParser
@@ -20,12 +20,12 @@ from rest_framework.views import APIView
 from marketplace.api import serializers as s
 from marketplace.api.filters import JobFilter, MyOfferFilter, OfferFilter, OfferOrdering
 from marketplace.api.node_auth import NodeTokenAuthentication
-from marketplace.api.pagination import OfferCursorPagination
+from marketplace.api.pagination import BoundedLimitOffsetPagination, OfferCursorPagination
 from marketplace.api.throttles import AuthRateThrottle, JobCreateThrottle, NodeHeartbeatThrottle
 from marketplace.catalog import GPU_CATALOG
-from marketplace.errors import NotFound
-from marketplace.models import Artifact, Job, JobState, Node, Offer, OfferStatus
-from marketplace.services import accounts, artifacts, jobs, nodes, offers
+from marketplace.errors import InvalidInput, NotFound
+from marketplace.models import Artifact, ChainTx, Job, JobState, Node, Offer, OfferStatus
+from marketplace.services import accounts, artifacts, balances, jobs, nodes, offers
 from workers.runtime import kinds
 from workers.runtime.resources import node_resources
 
@@ -355,7 +355,11 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def get_queryset(self) -> QuerySet[Job]:
         if getattr(self, "swagger_fake_view", False):
             return Job.objects.none()
-        return Job.objects.owned_by(self.request.user).prefetch_related("children").order_by("-created_at", "-id")
+        # Whether each job asked for a lease, in the list's one query: jobs without one (all of them
+        # when there is no chain) then cost no lease lookups.
+        asked = ChainTx.objects.filter(job=OuterRef("pk"), function="openLease")
+        return (Job.objects.owned_by(self.request.user).prefetch_related("children")
+                .annotate(asked_for_lease=Exists(asked)).order_by("-created_at", "-id"))
 
     def get_object(self) -> Job:
         return jobs.job_of(self.request.user, _int_id(self.kwargs["pk"]))
@@ -401,3 +405,65 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
                             status=status.HTTP_409_CONFLICT)
         return Response({"state": job.state, "result": job.result, "result_artifact": job.result_artifact_id})
 
+
+
+# --- wallet and escrow ledger --------------------------------------------------------------------
+
+class WalletView(APIView):
+    """The wallet the escrow knows you by, and linking one with a signature from it."""
+
+    def _body(self, request: Request, message_for: str | None = None) -> dict[str, Any]:
+        address, linked_at = balances.linked_wallet(request.user)
+        message = accounts.wallet_link_message(request.user, message_for) if message_for else None
+        return {"address": address or None, "linked_at": linked_at, "message_to_sign": message,
+                "chain_id": balances.current_chain_id()}
+
+    @extend_schema(
+        parameters=[OpenApiParameter("address", str, description="A wallet you want to link: the answer holds "
+                                     "the exact message it must sign (EIP-55 checksummed address)")],
+        responses={200: s.WalletSerializer, **errors(400, 401)},
+        summary="Your linked wallet, the chain id, and the message a wallet signs to be linked")
+    def get(self, request: Request) -> Response:
+        wanted = request.query_params.get("address")
+        if wanted is not None:
+            wanted = wanted.strip()
+            problem = accounts.checksum_address_error(wanted)
+            if problem:
+                raise InvalidInput(problem, code="invalid_address", field="address")
+        return Response(s.WalletSerializer(self._body(request, wanted)).data)
+
+    @extend_schema(request=s.WalletLinkSerializer, responses={200: s.WalletSerializer, **errors(400, 401)},
+                   summary="Link a wallet: its address and its signature of message_to_sign (400 invalid_address, "
+                           "invalid_signature or wrong_signer)")
+    def post(self, request: Request) -> Response:
+        data = valid(s.WalletLinkSerializer, request)
+        accounts.link_wallet(user=request.user, address=data["address"], signature=data["signature"])
+        return Response(s.WalletSerializer(self._body(request)).data)
+
+
+class LedgerView(APIView):
+    """Your position in the escrow, read from the ledger the chain's events built.
+
+    Without a chain (``CHAIN_URL`` empty) the answer is still 200: ``"chain": null``, every amount
+    ``"0"`` and no leases (the same shape, so clients need one code path; see `services.balances`).
+    """
+
+    pagination_class = BoundedLimitOffsetPagination
+
+    @extend_schema(
+        parameters=[OpenApiParameter("limit", int, description="Leases per page (at most 100)"),
+                    OpenApiParameter("offset", int, description="Leases to skip")],
+        responses={200: s.LedgerSerializer, **errors(400, 401)},
+        summary="Your escrow balances (wei, as decimal strings) and your wallet's leases, newest first")
+    def get(self, request: Request) -> Response:
+        ledger = balances.account_ledger(request.user)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(ledger.leases(), request, view=self)
+        leases = {"count": paginator.count, "next": paginator.get_next_link(),
+                  "previous": paginator.get_previous_link(),
+                  "results": s.LedgerLeaseSerializer(page, many=True, context={"address": ledger.address}).data}
+        position = ledger.position
+        body = {**{name: getattr(position, name) for name in s.LedgerSerializer.POSITION_FIELDS},
+                "chain": ledger.chain, "address": ledger.address or None,
+                "pending_reservations": ledger.pending_reservations, "leases": leases}
+        return Response(s.LedgerSerializer(body).data)

@@ -109,7 +109,9 @@ class ChainClient:
         from web3 import Web3
 
         self.url = url
-        self.w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout_s}))
+        # Typed as Any: web3's own types want its NewTypes (ChecksumAddress, HexStr...) where this
+        # seam deals in plain strings, checked at the edges.
+        self.w3: Any = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout_s}))
         self._errors: dict[bytes, tuple[str, list[dict[str, Any]]]] = {}
         self._chain_id: int | None = None
 

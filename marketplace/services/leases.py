@@ -35,7 +35,6 @@ from marketplace.models import (
     JobAttempt,
     JobEvent,
     JobEventType,
-    JobState,
     Lease,
     Offer,
     TxState,
@@ -253,7 +252,7 @@ def _lease_not_opened(row: ChainTx) -> None:
     from marketplace.services import scheduling
 
     reason = f"the lease could not open on chain: {row.error or row.error_code}"
-    attempt = JobAttempt.objects.filter(pk=row.lease_id, outcome=AttemptOutcome.ACTIVE).first()
+    attempt = JobAttempt.objects.filter(pk=row.lease_id or 0, outcome=AttemptOutcome.ACTIVE).first()
     if attempt is not None:
         scheduling.requeue_unleased(attempt.pk, reason)
 
@@ -261,8 +260,8 @@ def _lease_not_opened(row: ChainTx) -> None:
 def job_lease(job: Job) -> dict[str, object] | None:
     """The lease of the job's latest leased attempt, for the API and the job page: its state, the
     transaction hashes and the amounts in wei. None when the job never asked for a lease."""
-    row = ChainTx.objects.filter(job=job, function="openLease").order_by("-id").first()
-    if row is None:
+    row = ChainTx.objects.filter(job=job, function="openLease", lease_id__isnull=False).order_by("-id").first()
+    if row is None or row.lease_id is None:
         return None
     lease = Lease.objects.filter(chain_id=row.chain_id, lease_id=row.lease_id).first()
     close = ChainTx.objects.filter(chain_id=row.chain_id, lease_id=row.lease_id) \

@@ -152,7 +152,7 @@ def _lease_opened(chain_id: int, args: Args, where: _Where) -> None:
         chain_id=chain_id, lease_id=int(args["leaseId"]), job_id_on_chain=job_id,
         job=Job.objects.filter(pk=job_id).first() if job_id < 2**63 else None,
         tenant=args["tenant"], provider=args["provider"], rate_per_hour_wei=int(args["ratePerHour"]),
-        reserved_wei=reserved, deadline=_time(int(args["deadline"])), open_tx=where.tx_hash, opened_at=where.at)
+        reserved_wei=reserved, deadline=datetime.fromtimestamp(int(args["deadline"]), tz=UTC), open_tx=where.tx_hash, opened_at=where.at)
     _add(chain_id, lease.tenant, available=-reserved, reserved=reserved)
     _add(chain_id, lease.provider, open_leases=1)
     leases.lease_opened(lease)
