@@ -20,7 +20,8 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_production_settings_pass_check_deploy_at_warning_level(tmp_path):
     result = _manage("check", "--deploy", "--fail-level", "WARNING", DEBUG="0",
                      SECRET_KEY="prod-" + "x9Kq" * 15, ALLOWED_HOSTS="market.example",
-                     REDIS_URL="redis://127.0.0.1:6379/0", RUN_DIR=str(tmp_path))
+                     REDIS_URL="redis://127.0.0.1:6379/0", CHAIN_URL="http://127.0.0.1:8545",
+                     CHAIN_OPERATOR_KEY="0x" + "5a" * 32, RUN_DIR=str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -49,3 +50,17 @@ def test_without_redis_production_warns_that_rate_limits_are_per_process(tmp_pat
                      SECRET_KEY="prod-" + "x9Kq" * 15, ALLOWED_HOSTS="market.example", RUN_DIR=str(tmp_path))
     assert result.returncode != 0
     assert "marketplace.W001" in result.stderr + result.stdout
+
+
+def test_production_without_a_chain_warns_that_nobody_is_paid(tmp_path):
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", DEBUG="0",
+                     SECRET_KEY="prod-" + "x9Kq" * 15, ALLOWED_HOSTS="market.example", RUN_DIR=str(tmp_path))
+    assert "marketplace.W002" in result.stderr + result.stdout
+
+
+def test_a_chain_without_a_signer_or_with_a_malformed_key_is_an_error(tmp_path):
+    result = _manage("check", CHAIN_URL="http://127.0.0.1:8545", RUN_DIR=str(tmp_path))
+    assert result.returncode != 0 and "marketplace.E002" in result.stderr
+    result = _manage("check", CHAIN_URL="http://127.0.0.1:8545", CHAIN_OPERATOR_KEY="0x1234", RUN_DIR=str(tmp_path))
+    assert result.returncode != 0 and "marketplace.E003" in result.stderr
+    assert "0x1234" not in result.stderr  # a key, even a malformed one, is never echoed
