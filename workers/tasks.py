@@ -123,10 +123,13 @@ def _apply(attempt: JobAttempt, status: ray_client.RunStatus, now: datetime) -> 
 def _resubmit_orphans(attempts: list[JobAttempt]) -> None:
     """Attempts matched (and leased) but never handed to Ray (the worker died in between): hand
     them over now. Attempts still waiting for their lease are left alone."""
-    cutoff = timezone.now() - scheduling.ORPHAN_GRACE
+    now = timezone.now()
     for attempt in attempts:
-        if attempt.created_at < cutoff and scheduling.ready_to_start(attempt):
+        if attempt.created_at < now - scheduling.ORPHAN_GRACE and scheduling.ready_to_start(attempt):
             _start_matched(scheduling.Match(attempt_id=attempt.pk, spec=scheduling.spec_for(attempt)))
+        elif scheduling.lease_overdue(attempt, now):
+            scheduling.requeue_unleased(attempt.pk, f"the lease did not open on chain within "
+                                                    f"{scheduling.LEASE_OPEN_TIMEOUT.seconds // 60} minutes")
 
 
 @app.task(name="market.start_attempt")

@@ -210,6 +210,9 @@ def release(attempt: JobAttempt) -> None:
     chain_id = _chain_id()
     if outbox.cancel_unsigned(chain_id=chain_id, key=f"openLease:{attempt.pk}"):
         return  # never reached the chain: nothing to release
+    opening = ChainTx.objects.filter(chain_id=chain_id, key=f"openLease:{attempt.pk}").values_list("state", flat=True)
+    if opening.first() in (TxState.REJECTED, TxState.REVERTED, TxState.CANCELLED):
+        return  # the lease never opened
     outbox.queue(chain_id=chain_id, key=f"releaseLease:{attempt.pk}", function="releaseLease", args=[attempt.pk],
                  lease_id=attempt.pk, job=attempt.job)
 

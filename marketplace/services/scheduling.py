@@ -32,6 +32,7 @@ MATCH_CANDIDATES = 20  # cheapest offers considered per match; the rest are dear
 PROGRESS_EVENT_STEP = 0.1  # record a progress event at most every 10 %, or when the message changes
 START_TIMEOUT = timedelta(seconds=60)  # a run not started by then (its node is gone) is handed back
 ORPHAN_GRACE = timedelta(seconds=10)  # matched but not handed to Ray after this: the worker died in between
+LEASE_OPEN_TIMEOUT = timedelta(minutes=5)  # a lease not open by then (chain down, outbox stuck): try again later
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,11 @@ def ready_to_start(attempt: JobAttempt) -> bool:
     return not leases.has_lease(attempt) or leases.lease_is_open(attempt)
 
 
+def lease_overdue(attempt: JobAttempt, now: datetime) -> bool:
+    """Matched long ago and its lease is still not open: give its GPUs back and queue the job again."""
+    return attempt.created_at < now - LEASE_OPEN_TIMEOUT and not ready_to_start(attempt)
+
+
 def startable_attempt(attempt_id: int) -> JobAttempt | None:
     """The attempt if it is active, not handed to Ray yet, and its lease is open."""
     attempt = JobAttempt.objects.select_related("job", "offer", "node").filter(
@@ -189,9 +195,7 @@ def requeue_unleased(attempt_id: int, reason: str) -> bool:
     if locked is None:
         return False
     attempt, job = locked
-    attempt.outcome, attempt.reason, attempt.finished_at = AttemptOutcome.CANCELLED, reason[:2000], timezone.now()
-    attempt.save(update_fields=["outcome", "reason", "finished_at"])
-    _release(attempt)
+    _finish(attempt, AttemptOutcome.CANCELLED, reason)  # releases the lease if it opened after all
     job_service.transition_job(job_id=job.pk, to_state=JobState.QUEUED, reason=reason[:2000])
     Job.objects.filter(pk=job.pk).update(queued_at=timezone.now(), wait_reason=reason[:500])
     return True

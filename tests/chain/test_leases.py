@@ -388,3 +388,32 @@ def test_deploy_is_idempotent_and_the_ledger_rebuilds_from_events_alone(funded, 
                        params=DeployParams())
     assert addresses == {"LeaseEscrow": chain.escrow.address, "MarketToken": chain.token.address}
     assert ChainDeployment.objects.count() == 2
+
+
+def test_a_lease_that_never_opens_gives_the_gpus_back_and_is_withdrawn(funded, provider, developer):
+    chain = funded
+    _, offer = node_with_offer(provider, "rig", price=PRICE, count=1)
+    job = submit(developer)
+    attempt = matched(job)
+    later = attempt.created_at + scheduling.LEASE_OPEN_TIMEOUT + timedelta(seconds=1)
+    assert not scheduling.lease_overdue(attempt, attempt.created_at + timedelta(seconds=30))
+    assert scheduling.lease_overdue(attempt, later)  # the outbox never sent it (chain down)
+    assert scheduling.requeue_unleased(attempt.pk, "the lease did not open on chain within 5 minutes")
+    offer.refresh_from_db()
+    assert offer.reserved_gpus == 0 and Job.objects.get(pk=job.pk).state == JobState.QUEUED
+    assert ChainTx.objects.get(key=f"openLease:{attempt.pk}").state == TxState.CANCELLED
+    pump(chain)
+    assert not Lease.objects.exists() and on_chain(chain, DEVELOPER_WALLET.address) == DEPOSIT
+
+
+def test_a_lease_that_opens_after_its_attempt_gave_up_is_released(funded, provider, developer):
+    chain = funded
+    node_with_offer(provider, "rig", price=PRICE)
+    attempt = matched(submit(developer))
+    row = ChainTx.objects.get(key=f"openLease:{attempt.pk}")
+    outbox._sign(chain, row.pk)  # signed: on its way, it can no longer be withdrawn
+    scheduling.requeue_unleased(attempt.pk, "the lease did not open on chain within 5 minutes")
+    pump(chain)
+    assert Lease.objects.get(lease_id=attempt.pk).state == "released"
+    assert on_chain(chain, DEVELOPER_WALLET.address) == DEPOSIT
+    assert_solvent(chain)
