@@ -129,7 +129,9 @@ def plan(args: argparse.Namespace, demo: dict[str, str]) -> list[Service]:
     ray_temp = f"/tmp/ray-market-{os.getuid()}-{args.ray_port}"  # short: Ray's socket paths stay < 107 bytes
     api = f"http://{args.host}:{args.port}"
     return [
-        Service("chain", anvil_argv(args.chain_port)),
+        # The chain's state is kept with the database's, so a second `make run` finds the same
+        # contracts, balances and leases (anvil writes it every 10 s and when it stops).
+        Service("chain", anvil_argv(args.chain_port, state_path=RUN_DIR / "chain-state.json", state_interval_s=10)),
         Service("redis", ["redis-server", "--port", str(args.redis_port), "--bind", "127.0.0.1",
                           "--dir", str(RUN_DIR), "--appendonly", "yes", "--save", ""]),
         Service("ray-head", [PYTHON, "-m", "workers.cluster", "head", "--port", str(args.ray_port),

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 
 from marketplace.chain.client import ChainClient, Contract, Receipt, address_of
-from marketplace.models import ChainDeployment
+from marketplace.models import ChainDeployment, ChainSigner, ChainTx, TxState
 from marketplace.services import ledger
 
 ROLES = ("OPERATOR_ROLE", "ARBITER_ROLE")  # what the marketplace's one signer may do
@@ -80,6 +80,11 @@ def _record(chain_id: int, escrow: Contract, receipt: Receipt, token: Contract, 
             facts: dict[str, object]) -> None:
     ledger.forget(chain_id)  # anything learnt from earlier contracts on this chain no longer holds
     ChainDeployment.objects.filter(chain_id=chain_id).delete()
+    # Calls meant for the old contracts will never happen, and the signer's nonce starts again from
+    # what this chain says (a restarted anvil is a new chain with the same id).
+    ChainTx.objects.filter(chain_id=chain_id, state__in=(TxState.QUEUED, TxState.SIGNED, TxState.SENT)).update(
+        state=TxState.CANCELLED, error="the contracts were redeployed", handled=True)
+    ChainSigner.objects.filter(chain_id=chain_id).delete()
     # The follower mirrors `treasury` and `paused` from events; the rest are as deployed.
     settings_ = {key: value for key, value in facts.items() if key != "treasury"}
     settings_["min_stake"] = str(facts["min_stake"])

@@ -417,3 +417,18 @@ def test_a_lease_that_opens_after_its_attempt_gave_up_is_released(funded, provid
     assert Lease.objects.get(lease_id=attempt.pk).state == "released"
     assert on_chain(chain, DEVELOPER_WALLET.address) == DEPOSIT
     assert_solvent(chain)
+
+
+def test_contracts_gone_from_the_chain_are_redeployed_and_the_old_calls_and_nonces_forgotten(chain, developer):
+    from marketplace.chain import context
+    from marketplace.chain.deploy import DeployParams, deploy
+
+    ChainSigner.objects.create(chain_id=chain.chain_id, address=address_of(settings.CHAIN_OPERATOR_KEY),
+                               next_nonce=50)  # as left by a chain that was since restarted empty
+    stale = outbox.queue(chain_id=chain.chain_id, key="releaseLease:9", function="releaseLease", args=[9], lease_id=9)
+    ChainDeployment.objects.filter(name="LeaseEscrow").update(address="0x000000000000000000000000000000000000dEaD")  # no code
+    addresses = deploy(context.client(), deployer_key=DEPLOYER.private_key, operator=address_of(
+        settings.CHAIN_OPERATOR_KEY), params=DeployParams(min_stake=MIN_STAKE, treasury=TREASURY.address))
+    assert addresses["LeaseEscrow"] != chain.escrow.address
+    stale.refresh_from_db()
+    assert stale.state == TxState.CANCELLED and not ChainSigner.objects.exists()
