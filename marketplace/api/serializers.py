@@ -284,7 +284,9 @@ class JobLeaseSerializer(serializers.Serializer):
     """The escrow lease of a job's latest leased attempt (shape of `services.leases.job_lease`)."""
 
     id = serializers.IntegerField(help_text="The lease id on chain (the attempt's id)")
-    state = serializers.ChoiceField(choices=JOB_LEASE_STATES)
+    # A string, not an enum: a second choice set named "state" (besides the job's) would make
+    # drf-spectacular name both by hash; ENUM_NAME_OVERRIDES in the settings could name it instead.
+    state = serializers.CharField(help_text="One of: " + ", ".join(JOB_LEASE_STATES))
     open_tx = serializers.CharField(allow_null=True, help_text="Hash of the transaction that opened it")
     settle_tx = serializers.CharField(allow_null=True, help_text="Hash of the transaction that closed it "
                                                                 "(settled, released, reclaimed or slashed)")
@@ -405,6 +407,7 @@ class LedgerLeaseSerializer(serializers.ModelSerializer):
     fee_wei = WeiField()
     refund_wei = WeiField()
     slashed_wei = WeiField()
+    state = serializers.CharField(help_text="One of: " + ", ".join(LeaseState.values))
     close_tx = serializers.SerializerMethodField(help_text="Hash of the transaction that closed it")
     result_hash = serializers.SerializerMethodField()
 

@@ -36,8 +36,8 @@ def test_a_job_with_only_a_kind_gets_every_default(developer):
         "kind": "benchmark", "state": "queued", "spec": {"measurements": []},
         "requirements": {"gpu_model": "", "min_vram_gb": 0, "gpus": 1},
         "max_price_wei": None, "budget_wei": str(10**16), "queue_timeout_s": None, "offer": None, "node": None,
-        "attempts": 0, "progress": 0.0, "progress_message": "", "result_artifact": None, "parent": None,
-        "children": [], "finished_at": None}
+        "attempts": 0, "progress": 0.0, "progress_message": "", "wait_reason": "", "lease": None,
+        "result_artifact": None, "parent": None, "children": [], "finished_at": None}
     assert Job.objects.get(pk=body["id"]).owner == developer.user
 
 
