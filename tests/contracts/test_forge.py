@@ -165,6 +165,7 @@ def test_invariant_handler_really_drives_leases(forge_results: dict[str, Any]) -
     called = {key.rsplit(".", 1)[-1]: value["calls"] for key, value in metrics.items()}
     for action in ("openLease", "settleLease", "releaseLease", "reclaimLease", "slash", "unauthorizedCall"):
         assert called.get(action, 0) > 0, f"the fuzzer never called {action}: {called}"
+    print(f"handler counters, fixed replay: {counters}\nhandler counters, last fuzzed run: {fuzzed}")
 
 
 # ---------------------------------------------------------------------------------------------- coverage

@@ -90,6 +90,7 @@ contract EscrowHandler is Test {
     mapping(address account => uint256) public ghostPaidIn; // wallet -> escrow
 
     // ------------------------------------------------------------------ counters (successes)
+    uint256 public nCalls; // handler actions called
     uint256 public nDeposit;
     uint256 public nWithdraw;
     uint256 public nSetCap;
@@ -170,6 +171,7 @@ contract EscrowHandler is Test {
     /// @dev Every action runs at the handler's clock (forge may not carry warps between calls).
     modifier clocked() {
         vm.warp(time);
+        nCalls++;
         _;
     }
 

@@ -95,8 +95,10 @@ contract LeaseEscrowInvariantTest is Test, StdInvariant {
         _checkViolations();
     }
 
-    /// @notice forge calls this after each run: the run must have opened and closed leases.
+    /// @notice forge calls this after each run: a full run must have opened and closed leases.
+    /// (Short sequences are forge replaying a shrunk counterexample: their own failure is the news.)
     function afterInvariant() public view {
+        if (handler.nCalls() < 32) return;
         assertGt(handler.nOpen(), 0, "the run opened no lease");
         assertGt(handler.nSettle() + handler.nRelease() + handler.nReclaim() + handler.nSlash(), 0, "no lease closed");
     }
@@ -304,6 +306,7 @@ contract LeaseEscrowInvariantTest is Test, StdInvariant {
     }
 
     function _logCounters() internal view {
+        console.log("counter calls", handler.nCalls());
         console.log("counter opened", handler.nOpen());
         console.log("counter settled", handler.nSettle());
         console.log("counter settledAtDeadline", handler.nSettleAtDeadline());
