@@ -167,9 +167,17 @@ class AccountLedger:
             return Lease.objects.none()
         return leases_of(self.chain.chain_id, self.address)
 
+    def leases_as_tenant(self) -> QuerySet[Lease]:
+        """The leases this wallet paid or pays for, newest first."""
+        return self.leases().filter(tenant=self.address)
+
+    def leases_as_provider(self) -> QuerySet[Lease]:
+        """The leases paying (or that paid) this wallet for its GPUs, newest first."""
+        return self.leases().filter(provider=self.address)
+
     def open_leases_as_tenant(self) -> QuerySet[Lease]:
         """The reservations: leases this wallet pays for that are still open, newest first."""
-        return self.leases().filter(tenant=self.address, state=LeaseState.OPEN)
+        return self.leases_as_tenant().filter(state=LeaseState.OPEN)
 
 
 def leases_of(chain_id: int, address: str) -> QuerySet[Lease]:

@@ -88,6 +88,34 @@ class PayoutAddressForm(forms.Form):
     )
 
 
+class WalletLinkForm(forms.Form):
+    """A wallet's address and its signature of the link message (the service checks both)."""
+
+    address = forms.CharField(
+        label="Wallet address", max_length=42, strip=True,
+        help_text="The EVM address (EIP-55 checksummed, 0x…) you deposit, stake and get paid from.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false", "size": 44,
+                                      "placeholder": "0x…", "class": "mono"}),
+    )
+    signature = forms.CharField(
+        label="Signature", max_length=200, strip=True, required=False,
+        help_text="0x followed by 130 hexadecimal digits: the message shown above, signed by that wallet.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false", "size": 70,
+                                      "placeholder": "0x…", "class": "mono"}),
+    )
+
+    def __init__(self, *args: Any, require_signature: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.require_signature = require_signature
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if self.require_signature and not data.get("signature") and "signature" not in self.errors:
+            self.add_error("signature", "Sign the message shown above with this wallet and paste the signature "
+                                        "here.")
+        return data
+
+
 # --- nodes and offers --------------------------------------------------------------------------
 
 class NodeForm(forms.Form):

@@ -28,7 +28,8 @@ from marketplace.api.filters import OfferFilter
 from marketplace import ratelimit
 from marketplace.errors import DomainError, NotFound
 from marketplace.models import Job, Node, Offer, OfferStatus, Role
-from marketplace.services import accounts, jobs, nodes, offers
+from marketplace.services import accounts, balances, jobs, leases, nodes, offers
+from marketplace.web import commands
 from marketplace.web import forms as f
 from marketplace.web.format import wei_to_eth
 from marketplace.web.paging import Cursor, keyset_page
@@ -45,6 +46,7 @@ class SignedInRequest(HttpRequest):
 LIST_PAGE_SIZE = 25
 NODE_JOBS_SHOWN = 50
 JOB_EVENTS_SHOWN = 200
+RESERVATIONS_SHOWN = 100
 #: Offer search orderings -> (column, descending); every walk ends in "id" (see web.paging).
 OFFER_ORDER_COLUMNS = {"price": ("price_per_gpu_hour_wei", False), "-price": ("price_per_gpu_hour_wei", True),
                        "vram": ("vram_gb", False), "-vram": ("vram_gb", True), "-score": ("score", True)}
@@ -160,17 +162,31 @@ def dashboard(request: SignedInRequest) -> HttpResponse:
     return redirect("web:job_list")
 
 
-def _account_page(request: SignedInRequest, payout_form: f.PayoutAddressForm) -> HttpResponse:
-    context = {"account": accounts.account_of(request.user), "payout_form": payout_form,
-               "token": accounts.current_token(user=request.user)}
+def _account_page(request: SignedInRequest, payout_form: f.PayoutAddressForm | None = None,
+                  wallet_form: f.WalletLinkForm | None = None) -> HttpResponse:
+    account = accounts.account_of(request.user)
+    wallet_form = wallet_form or f.WalletLinkForm()
+    message = _link_message(request, wallet_form)
+    context = {"account": account, "token": accounts.current_token(user=request.user),
+               "payout_form": payout_form or f.PayoutAddressForm(initial={"payout_address": account.payout_address}),
+               "wallet_form": wallet_form, "wallet_message": message,
+               "sign_command": commands.sign_link_message(message) if message else "",
+               "chain_id": balances.current_chain_id()}
     return _no_store(render(request, "web/account.html", context))
+
+
+def _link_message(request: SignedInRequest, form: f.WalletLinkForm) -> str:
+    """The exact message the wallet typed into the form signs; "" until a valid address was sent."""
+    address = (form.data.get("address") or "").strip() if form.is_bound else ""
+    if not address or accounts.checksum_address_error(address):
+        return ""
+    return accounts.wallet_link_message(request.user, address)
 
 
 @login_required
 def account(request: SignedInRequest) -> HttpResponse:
-    """The role, the API token and the payout wallet."""
-    current = accounts.account_of(request.user).payout_address
-    return _account_page(request, f.PayoutAddressForm(initial={"payout_address": current}))
+    """The role, the API token, the escrow wallet and the payout wallet."""
+    return _account_page(request)
 
 
 @login_required
@@ -186,7 +202,34 @@ def set_payout_address(request: SignedInRequest) -> HttpResponse:
         else:
             messages.success(request, f"Payouts will go to {saved.payout_address}.")
             return redirect("web:account")
-    return _account_page(request, form)
+    return _account_page(request, payout_form=form)
+
+
+@login_required
+@require_POST
+def link_wallet(request: SignedInRequest) -> HttpResponse:
+    """Link the wallet the escrow knows the user by, with its signature of the link message.
+
+    Two buttons, no JavaScript: "Show the message to sign" (``step=message``) only checks the
+    address and shows the exact message and a ``cast wallet sign`` command for it; "Link wallet"
+    checks the signature through `accounts.link_wallet`, whose errors land next to their field.
+    """
+    showing = request.POST.get("step") == "message"
+    form = f.WalletLinkForm(request.POST, require_signature=not showing)
+    if form.is_valid():
+        address = form.cleaned_data["address"]
+        problem = accounts.checksum_address_error(address)
+        if problem:
+            form.add_error("address", problem)
+        elif not showing:
+            try:
+                accounts.link_wallet(user=request.user, address=address, signature=form.cleaned_data["signature"])
+            except DomainError as exc:
+                f.apply_domain_error(form, exc)
+            else:
+                messages.success(request, f"Wallet {address} is linked to your account.")
+                return redirect(reverse("web:account") + "#wallet")
+    return _account_page(request, wallet_form=form)
 
 
 @login_required
@@ -196,6 +239,54 @@ def rotate_token(request: SignedInRequest) -> HttpResponse:
     accounts.rotate_token(user=request.user)
     messages.success(request, "A new API token was issued; the old one no longer works.")
     return redirect("web:account")
+
+
+# --- escrow: a provider's earnings, a developer's balance ---------------------------------------
+
+def _lease_page(request: SignedInRequest, rows: Any) -> Any:
+    return Paginator(rows.select_related("job"), LIST_PAGE_SIZE).get_page(request.GET.get("page"))
+
+
+def _provider_commands(ledger: balances.AccountLedger) -> dict[str, Any]:
+    chain, position = ledger.chain, ledger.position
+    if chain is None or not chain.deployed:
+        return {}
+    stake = chain.min_stake_wei or '"$AMOUNT"'
+    return {"withdraw": commands.withdraw(chain, position.available) if position.available else "",
+            "register": commands.register_provider(chain, stake), "add_stake": commands.add_stake(chain),
+            "start_unbonding": commands.start_unbonding(chain),
+            "complete_unbonding": commands.complete_unbonding(chain)}
+
+
+@provider_required
+def earnings(request: SignedInRequest) -> HttpResponse:
+    """The provider's stake, earnings and leases in the escrow, and the commands to withdraw and stake."""
+    ledger = balances.account_ledger(request.user)
+    context = {"ledger": ledger, "chain": ledger.chain, "position": ledger.position,
+               "page": _lease_page(request, ledger.leases_as_provider()),
+               "commands": _provider_commands(ledger)}
+    return render(request, "web/earnings.html", context)
+
+
+def _developer_commands(ledger: balances.AccountLedger) -> dict[str, Any]:
+    chain, position = ledger.chain, ledger.position
+    if chain is None or not chain.deployed:
+        return {}
+    return {"deposit": commands.deposit(chain), "set_lease_cap": commands.set_lease_cap(chain),
+            "withdraw": commands.withdraw(chain, position.available or '"$AMOUNT"')}
+
+
+@developer_required
+def balance(request: SignedInRequest) -> HttpResponse:
+    """The developer's escrow balance, reservations and spend per job, and the commands to fund it."""
+    ledger = balances.account_ledger(request.user)
+    reservations = list(ledger.open_leases_as_tenant().select_related("job")[:RESERVATIONS_SHOWN + 1])
+    context = {"ledger": ledger, "chain": ledger.chain, "position": ledger.position,
+               "reservations": reservations[:RESERVATIONS_SHOWN],
+               "reservations_truncated": len(reservations) > RESERVATIONS_SHOWN,
+               "reservations_shown": RESERVATIONS_SHOWN, "page": _lease_page(request, ledger.leases_as_tenant()),
+               "commands": _developer_commands(ledger)}
+    return render(request, "web/balance.html", context)
 
 
 # --- provider: nodes and offers ------------------------------------------------------------------
@@ -391,7 +482,8 @@ def job_detail(request: SignedInRequest, job_id: int) -> HttpResponse:
     events, truncated = _recent_events(job)
     return render(request, "web/job_detail.html", {"job": job, "events": events, "events_truncated": truncated,
                                                    "events_shown": JOB_EVENTS_SHOWN,
-                                                   "children": job.children.order_by("id")})
+                                                   "children": job.children.order_by("id"),
+                                                   "lease": leases.job_lease(job), "chain_enabled": leases.enabled()})
 
 
 @developer_required

@@ -6,6 +6,8 @@ from decimal import Decimal
 from typing import Any
 
 from django import template
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from marketplace.web.format import wei_to_eth
 
@@ -22,6 +24,21 @@ def eth(wei: int | Decimal | None) -> str:
 def wei(value: int | Decimal | None) -> str:
     """An integer amount of wei without a decimal point (Decimal columns would show ``2E+15``)."""
     return "" if value is None or value == "" else str(int(value))
+
+
+@register.simple_tag
+def amount(value: int | Decimal | str | None) -> SafeString:
+    """``{% amount position.available %}``: the exact wei, with ETH beside it for reading."""
+    if value is None or value == "":
+        return format_html("{}", "—")
+    return format_html('<span class="amount">{} wei <small>{} ETH</small></span>', str(int(value)),
+                       wei_to_eth(int(value)))
+
+
+@register.filter
+def bps(value: int | None) -> str:
+    """Basis points as a percentage: ``250`` -> ``"2.5 %"``."""
+    return "" if value is None else f"{Decimal(int(value)) / 100:f}".rstrip("0").rstrip(".") + " %"
 
 
 @register.filter
