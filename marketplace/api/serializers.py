@@ -374,7 +374,8 @@ class WalletSerializer(serializers.Serializer):
     message_to_sign = serializers.CharField(
         allow_null=True, help_text="What the wallet given as ?address= signs (EIP-191 personal_sign, e.g. "
                                    "`cast wallet sign`) to be linked; null without ?address=")
-    chain_id = serializers.IntegerField(allow_null=True, help_text="The chain the escrow is on; null: no chain")
+    chain_id = serializers.IntegerField(allow_null=True, help_text="The chain the escrow is on; null: no chain, "
+                                                                   "or no escrow deployed yet")
 
 
 class WalletLinkSerializer(StrictSerializer):
@@ -442,7 +443,8 @@ class LedgerSerializer(serializers.Serializer):
                        "fees", "compensated", "slashed", "registered", "unbonding_at", "open_leases")
 
     chain = ChainInfoSerializer(allow_null=True, help_text="The chain in use; null when the marketplace runs "
-                                                           "without one (CHAIN_URL empty): every amount is then 0")
+                                                           "without one (CHAIN_URL empty) or has not deployed its "
+                                                           "escrow yet: every amount is then 0")
     address = serializers.CharField(allow_null=True, help_text="Your linked wallet; null: link one first")
     available = WeiField(help_text="Withdrawable now")
     reserved = WeiField(help_text="Held by your open leases, as tenant")

@@ -444,8 +444,9 @@ class WalletView(APIView):
 class LedgerView(APIView):
     """Your position in the escrow, read from the ledger the chain's events built.
 
-    Without a chain (``CHAIN_URL`` empty) the answer is still 200: ``"chain": null``, every amount
-    ``"0"`` and no leases (the same shape, so clients need one code path; see `services.balances`).
+    Without a chain (``CHAIN_URL`` empty, or no escrow deployed yet) the answer is still 200:
+    ``"chain": null``, every amount ``"0"`` and no leases (the same shape, so clients need one code
+    path; see `services.balances`).
     """
 
     pagination_class = BoundedLimitOffsetPagination

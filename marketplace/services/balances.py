@@ -12,8 +12,10 @@ Which chain (`current_chain_id`):
   configuration, not a mistake of the caller.
 - ``CHAIN_ID`` set: that id.
 - otherwise the chain id of the one recorded escrow deployment (``manage.py deploy_contracts``);
-- otherwise (none recorded, or several chains recorded) the node's answer, asked once per process;
-  ``None`` if it does not answer (the ledger of an unknown chain reads as no chain).
+- none recorded: ``None`` as well (nothing is deployed, so there is no ledger to read), rather than a
+  question to the node that could hold a page for the client's timeout while the node is down;
+- several chains recorded (``CHAIN_URL`` moved): the node's answer, asked once per process, ``None``
+  if it does not answer.
 
 Addresses are compared as stored: the ledger keeps the checksummed form the chain's logs decode
 to, and `services.accounts.link_wallet` only accepts checksummed addresses.
@@ -50,9 +52,9 @@ def current_chain_id() -> int | None:
         return None
     if settings.CHAIN_ID:
         return int(settings.CHAIN_ID)
-    recorded = set(ChainDeployment.objects.filter(name=ESCROW).values_list("chain_id", flat=True)[:2])
-    if len(recorded) == 1:
-        return int(recorded.pop())
+    recorded = set(ChainDeployment.objects.filter(name=ESCROW).values_list("chain_id", flat=True).distinct()[:2])
+    if len(recorded) <= 1:
+        return int(recorded.pop()) if recorded else None
     return _node_chain_id()
 
 
@@ -156,10 +158,11 @@ class Position:
 class AccountLedger:
     """A user's escrow position: the chain, their linked wallet ("" if none) and its balances."""
 
-    chain: ChainInfo | None
+    chain: ChainInfo | None  # None: no chain configured, or nothing deployed on it yet
     address: str
     position: Position
     pending_reservations: int  # lease openings on their way to the chain, not in ``reserved`` yet
+    enabled: bool = False  # a chain is configured (CHAIN_URL), deployed or not
 
     def leases(self) -> QuerySet[Lease]:
         """The wallet's leases as tenant or provider, newest first (none without a chain or wallet)."""
@@ -203,11 +206,13 @@ def account_ledger(user: User, chain_id: int | None = None) -> AccountLedger:
     """The user's position in the escrow on the chain in use (or ``chain_id``), from the ledger rows."""
     address, _ = linked_wallet(user)
     chain = chain_info(chain_id)
+    enabled = bool(settings.CHAIN_URL)
     if chain is None or not address:
-        return AccountLedger(chain=chain, address=address, position=Position(), pending_reservations=0)
+        return AccountLedger(chain=chain, address=address, position=Position(), pending_reservations=0,
+                             enabled=enabled)
     row = Wallet.objects.filter(chain_id=chain.chain_id, address=address).first()
     return AccountLedger(chain=chain, address=address, position=Position.of(row),
-                         pending_reservations=_pending(chain.chain_id, address))
+                         pending_reservations=_pending(chain.chain_id, address), enabled=enabled)
 
 
 def _pending(chain_id: int, address: str) -> int:

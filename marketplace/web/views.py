@@ -16,8 +16,8 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.contrib.auth.views import LoginView
-from django.core.paginator import Paginator
-from django.db.models import Count, Q
+from django.core.paginator import Page, Paginator
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -27,7 +27,7 @@ from django.views.decorators.http import require_POST
 from marketplace.api.filters import OfferFilter
 from marketplace import ratelimit
 from marketplace.errors import DomainError, NotFound
-from marketplace.models import Job, Node, Offer, OfferStatus, Role
+from marketplace.models import Job, Lease, Node, Offer, OfferStatus, Role
 from marketplace.services import accounts, balances, jobs, leases, nodes, offers
 from marketplace.web import commands
 from marketplace.web import forms as f
@@ -243,7 +243,8 @@ def rotate_token(request: SignedInRequest) -> HttpResponse:
 
 # --- escrow: a provider's earnings, a developer's balance ---------------------------------------
 
-def _lease_page(request: SignedInRequest, rows: Any) -> Any:
+def _lease_page(request: SignedInRequest, rows: QuerySet[Lease]) -> Page:
+    """One page of leases, newest first, with their jobs (for links to the viewer's own)."""
     return Paginator(rows.select_related("job"), LIST_PAGE_SIZE).get_page(request.GET.get("page"))
 
 

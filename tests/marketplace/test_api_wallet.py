@@ -131,7 +131,35 @@ def test_the_chain_id_is_the_recorded_deployments(developer: Person, settings: A
     assert developer.client.get(URL).json()["chain_id"] == 10
 
 
+def test_before_any_deployment_the_chain_id_is_null_and_the_node_is_not_asked(developer: Person, settings: Any,
+                                                                              monkeypatch: Any) -> None:
+    from marketplace.chain import context
+
+    settings.CHAIN_URL = "http://127.0.0.1:9"
+    monkeypatch.setattr(context, "chain_id", lambda: pytest.fail("a page view asked the node"))
+    assert developer.client.get(URL).json()["chain_id"] is None
+
+
+def record_escrows(*chain_ids: int) -> None:
+    from marketplace.models import ChainDeployment
+
+    for chain_id in chain_ids:
+        ChainDeployment.objects.create(chain_id=chain_id, name="LeaseEscrow", address="0x" + "1" * 40, block_number=1)
+
+
+def test_with_several_chains_recorded_the_node_says_which(developer: Person, settings: Any,
+                                                           monkeypatch: Any) -> None:
+    from marketplace.chain import context
+
+    settings.CHAIN_URL = "http://127.0.0.1:9"
+    record_escrows(CHAIN_ID, 5)
+    monkeypatch.setattr(context, "chain_id", lambda: 5)
+    assert developer.client.get(URL).json()["chain_id"] == 5
+
+
 @pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated:DeprecationWarning")  # web3's import
-def test_the_chain_id_is_null_when_the_configured_node_does_not_answer(developer: Person, settings: Any) -> None:
-    settings.CHAIN_URL = "http://127.0.0.1:9"  # nothing recorded, nothing listening: unknown, not a 500
+def test_the_chain_id_is_null_when_the_node_that_should_say_which_does_not_answer(developer: Person,
+                                                                                  settings: Any) -> None:
+    settings.CHAIN_URL = "http://127.0.0.1:9"  # nothing listens there: unknown, not a 500
+    record_escrows(CHAIN_ID, 5)
     assert developer.client.get(URL).json()["chain_id"] is None

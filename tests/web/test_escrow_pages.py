@@ -347,3 +347,11 @@ def test_the_rpc_address_in_commands_never_carries_credentials(escrow: Escrow, s
 def test_a_stake_below_the_minimum_is_pointed_out(escrow: Escrow, provider: Person, provider_web: Client) -> None:
     escrow.register(Escrow.link(provider, OTHER_KEY), MIN_STAKE - 1)
     assertContains(provider_web.get("/earnings/"), "yes, but the stake is below the minimum")
+
+
+def test_before_the_escrow_is_deployed_the_money_pages_say_so(settings: Any, provider_web: Client,
+                                                               developer_web: Client) -> None:
+    settings.CHAIN_URL = UNUSED_RPC
+    for client, url in ((provider_web, "/earnings/"), (developer_web, "/balance/")):
+        page = text(client.get(url))
+        assert "escrow contract is not deployed" in page and "deploy_contracts" in page and "cast send" not in page
