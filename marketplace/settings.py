@@ -140,6 +140,9 @@ DISPATCH_QUEUE_ENABLED = env_bool("DISPATCH_QUEUE_ENABLED", True)
 # --- The chain: the escrow contract holds the money (see marketplace/chain) ---------------------
 # Empty: no chain, leases are not opened and nothing is paid (development and tests of other parts).
 CHAIN_URL = env_str("CHAIN_URL") or ""
+# The chain's RPC URL as users reach it, for the commands the pages show (CHAIN_URL may be an
+# internal host, or carry a provider's key in its path); empty: CHAIN_URL without credentials.
+CHAIN_PUBLIC_URL = env_str("CHAIN_PUBLIC_URL") or ""
 # The marketplace's one signer (OPERATOR_ROLE and ARBITER_ROLE on the escrow). A secret: never logged.
 CHAIN_OPERATOR_KEY = env_str("CHAIN_OPERATOR_KEY") or ""
 # Blocks an event must be buried under before the follower applies it (0 on a local anvil).
