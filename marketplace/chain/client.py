@@ -106,12 +106,15 @@ class ChainClient:
     """A JSON-RPC endpoint with the marketplace's contracts' ABIs (from ``contracts/build``)."""
 
     def __init__(self, url: str, *, timeout_s: float = 10.0) -> None:
+        import requests
         from web3 import Web3
 
         self.url = url
         # Typed as Any: web3's own types want its NewTypes (ChecksumAddress, HexStr...) where this
         # seam deals in plain strings, checked at the edges.
-        self.w3: Any = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout_s}))
+        session = requests.Session()
+        session.trust_env = False  # straight to the node: never through an HTTP_PROXY from the environment
+        self.w3: Any = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout_s}, session=session))
         self._errors: dict[bytes, tuple[str, list[dict[str, Any]]]] = {}
         self._chain_id: int | None = None
 

@@ -50,8 +50,10 @@ class Lease(models.Model):
     """One lease of the escrow: a tenant's reservation for one run of one job on one provider."""
 
     chain_id = models.PositiveBigIntegerField()
-    lease_id = models.PositiveBigIntegerField()  # the run attempt's id (the marketplace picks it)
-    job_id_on_chain = models.PositiveBigIntegerField()
+    # uint256 on chain: whatever the contract accepted, the mirror must hold, or the follower
+    # would stop at that event. The marketplace's own leases use the attempt's id and the job's.
+    lease_id = WeiField()
+    job_id_on_chain = WeiField()
     job = models.ForeignKey("marketplace.Job", null=True, blank=True, on_delete=models.SET_NULL,
                             related_name="leases")
     tenant = models.CharField(max_length=42)
@@ -60,7 +62,7 @@ class Lease(models.Model):
     reserved_wei = WeiField()
     deadline = models.DateTimeField()
     state = models.CharField(max_length=16, choices=LeaseState.choices, default=LeaseState.OPEN)
-    used_seconds = models.PositiveBigIntegerField(null=True, blank=True)
+    used_seconds = WeiField(null=True, blank=True)  # a uint64 on chain: above a signed bigint's range
     payment_wei = WeiField(default=0)  # to the provider, fee included
     fee_wei = WeiField(default=0)
     refund_wei = WeiField(default=0)

@@ -121,8 +121,8 @@ def provider_problem(offer: Offer) -> str | None:
 def pending_reservations(chain_id: int, tenant: str) -> int:
     """What this tenant's lease openings still on their way to the chain will reserve (the ledger
     does not show them yet, and matching must not promise the same balance twice)."""
-    rows = ChainTx.objects.filter(chain_id=chain_id, function="openLease", state__in=outbox.LIVE_STATES)
-    mirrored = set(Lease.objects.filter(chain_id=chain_id, lease_id__in=rows.values("lease_id"))
+    rows = list(ChainTx.objects.filter(chain_id=chain_id, function="openLease", state__in=outbox.LIVE_STATES))
+    mirrored = set(Lease.objects.filter(chain_id=chain_id, lease_id__in=[row.lease_id for row in rows])
                    .values_list("lease_id", flat=True))
     total = 0
     for row in rows:
