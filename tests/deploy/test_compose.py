@@ -322,7 +322,11 @@ def test_the_chain_command_serves_anvil_passes_its_health_check_and_keeps_its_st
 
     def first_life() -> None:
         assert rpc(url, "eth_chainId") == hex(31337)
-        rpc(url, "eth_sendTransaction", [{"from": ANVIL_ACCOUNTS[0].address, "to": account, "value": "0x2a"}])
+        tx_hash = rpc(url, "eth_sendTransaction", [{"from": ANVIL_ACCOUNTS[0].address, "to": account, "value": "0x2a"}])
+        deadline = time.monotonic() + 10  # mined at once, but the answer may come before the block is sealed
+        while rpc(url, "eth_getTransactionReceipt", [tx_hash]) is None:
+            assert time.monotonic() < deadline, "the transaction was not mined"
+            time.sleep(0.05)
         assert rpc(url, "eth_blockNumber") == "0x1"
 
     assert _serve_chain(command, check, env, tmp_path / "chain.log", first_life) == 0
