@@ -408,6 +408,7 @@ class LedgerLeaseSerializer(serializers.ModelSerializer):
     fee_wei = WeiField()
     refund_wei = WeiField()
     slashed_wei = WeiField()
+    used_seconds = serializers.IntegerField(allow_null=True, help_text="Seconds paid for (settled leases)")
     state = serializers.CharField(help_text="One of: " + ", ".join(LeaseState.values))
     close_tx = serializers.SerializerMethodField(help_text="Hash of the transaction that closed it")
     result_hash = serializers.SerializerMethodField()
