@@ -82,19 +82,6 @@ class SignedTx:
     nonce: int
 
 
-def to_jsonable(value: Any) -> Any:
-    """An event argument as JSON: ints beyond 2**53 as decimal strings, bytes as 0x hex."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, (bytes, bytearray)):
-        return "0x" + bytes(value).hex()
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(item) for item in value]
-    return value
-
-
 def address_of(private_key: str) -> str:
     """The checksummed address of a hex private key (the key itself never leaves this module)."""
     from eth_account import Account

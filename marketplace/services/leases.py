@@ -240,9 +240,8 @@ def lease_opened(lease: Lease) -> None:
     elif not JobAttempt.objects.filter(pk=lease.lease_id, outcome=AttemptOutcome.ACTIVE).exists():
         # The attempt ended while its lease was on its way (cancelled, lost): give the money back.
         stale = JobAttempt.objects.filter(pk=lease.lease_id).first()
-        if stale is not None and has_lease(stale):
-            outbox.queue(chain_id=lease.chain_id, key=f"releaseLease:{stale.pk}", function="releaseLease",
-                         args=[stale.pk], lease_id=stale.pk, job=stale.job)
+        if stale is not None:
+            release(stale)
 
 
 def call_ended(row: ChainTx) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,10 +45,12 @@ def browser() -> Iterator[Browser]:
             chromium.close()
 
 
-@pytest.fixture
-def page(browser: Browser, live_server: Any) -> Iterator[Page]:
-    """A fresh browser profile (no cookies) whose relative URLs point at the live server."""
-    context: BrowserContext = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 800})
+@contextmanager
+def loopback_page(browser: Browser, base_url: str, *, javascript: bool = True) -> Iterator[Page]:
+    """A fresh browser profile (no cookies) whose relative URLs point at ``base_url``; any request
+    beyond 127.0.0.1 is aborted and fails the test. ``javascript=False`` checks a page works without it."""
+    context: BrowserContext = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 800},
+                                                  java_script_enabled=javascript)
     outside: list[str] = []
 
     def loopback_only(route: Route) -> None:
@@ -65,6 +68,13 @@ def page(browser: Browser, live_server: Any) -> Iterator[Page]:
     finally:
         context.close()
     assert not outside, f"the pages tried to reach beyond 127.0.0.1: {outside}"
+
+
+@pytest.fixture
+def page(browser: Browser, live_server: Any) -> Iterator[Page]:
+    """A fresh browser profile on the live server."""
+    with loopback_page(browser, live_server.url) as tab:
+        yield tab
 
 
 @pytest.fixture

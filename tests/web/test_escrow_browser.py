@@ -12,18 +12,17 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from eth_account import Account as EthAccount
 from eth_account.messages import encode_defunct
-from playwright.sync_api import Browser, Page, Route, expect
+from playwright.sync_api import Browser, Page, expect
 
 from marketplace.models import Account, Job
 from marketplace.services import jobs
 from marketplace.services.accounts import sign_wallet_link
 from tests.conftest import PASSWORD, Person, sign_up
-from tests.e2e.conftest import LOOPBACK, SCREENSHOTS, browser  # noqa: F401 (browser: the fixture)
+from tests.e2e.conftest import browser, loopback_page, snap  # noqa: F401 (browser, snap: fixtures)
 from tests.web.escrow import (
     DEVELOPER_KEY,
     ESCROW,
@@ -44,39 +43,9 @@ DEV = EthAccount.from_key(DEVELOPER_KEY)
 
 @pytest.fixture
 def page(browser: Browser, live_server: Any) -> Iterator[Page]:  # noqa: F811
-    """As ``tests/e2e``'s page (a fresh profile on the live server, nothing beyond 127.0.0.1), with
-    JavaScript off: every page must work without it."""
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 800},
-                                  java_script_enabled=False)
-    outside: list[str] = []
-
-    def loopback_only(route: Route) -> None:
-        if urlsplit(route.request.url).hostname in LOOPBACK:
-            route.continue_()
-        else:
-            outside.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", loopback_only)
-    tab = context.new_page()
-    tab.set_default_timeout(10_000)
-    try:
+    """As ``tests/e2e``'s page, with JavaScript off: every page must work without it."""
+    with loopback_page(browser, live_server.url, javascript=False) as tab:
         yield tab
-    finally:
-        context.close()
-    assert not outside, f"the pages tried to reach beyond 127.0.0.1: {outside}"
-
-
-@pytest.fixture
-def snap(request: pytest.FixtureRequest, page: Page) -> Snap:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-
-    def take(step: str) -> Path:
-        path = SCREENSHOTS / f"{request.node.name}-{step}.png"
-        page.screenshot(path=str(path), full_page=True)
-        return path
-
-    return take
 
 
 @pytest.fixture
