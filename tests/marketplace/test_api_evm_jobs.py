@@ -79,7 +79,7 @@ def test_the_same_bytes_uploaded_by_both_are_usable_through_ones_own_artifact(de
     ({"blocks": 1}, "is not of type 'array'"),
     ({"blocks": [1], "workers": 0}, "spec['workers']"),
     ({"blocks": [1], "workers": 65}, "spec['workers']"),
-    ({"blocks": [1], "engine": "native"}, "spec['engine']"),
+    ({"blocks": [1], "engine": "revm"}, "spec['engine']"),
     ({"blocks": [1], "block_artifact": 1}, "Additional properties"),
 ])
 def test_a_malformed_spec_is_refused(developer, spec, mention):

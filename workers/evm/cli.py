@@ -1,13 +1,17 @@
 """``python -m workers.evm``: run, verify and benchmark blocks; generate synthetic ones.
 
-    python -m workers.evm run BLOCK_DIR [--engine reference] [--workers N] [--json]
-    python -m workers.evm verify BLOCK_DIR... [--workers N]
-    python -m workers.evm bench BLOCK_DIR... [--workers N] [--repeat K] [--generate transfers:5000,...]
+    python -m workers.evm run BLOCK_DIR [--engine native|reference] [--workers N] [--threads T] [--json]
+    python -m workers.evm verify BLOCK_DIR... [--engine E] [--workers N] [--threads T]
+    python -m workers.evm bench BLOCK_DIR... [--engine E] [--workers N] [--threads T] [--repeat K] [--generate transfers:5000,...]
     python -m workers.evm generate PATTERN N OUT_DIR [--seed S] [--number B]
 
 With ``--workers N`` above 1 the transactions run on N Ray actors (one CPU each) of a private
-one-node cluster started for the command, or of the cluster at ``--ray-address``. Exit codes:
-0 success, 1 a block does not match its header, 2 bad input (message on stderr).
+one-node cluster started for the command, or of the cluster at ``--ray-address``, with either
+engine. Without a Ray pool the native engine runs each block in this process on ``--threads T``
+native threads (1: sequentially). ``bench --engine native`` compares, per block, the reference
+engine's sequential time, the native engine's sequential time and its parallel time on
+``--threads`` threads. Exit codes: 0 success, 1 a block does not match its header, 2 bad input
+(message on stderr).
 """
 from __future__ import annotations
 
@@ -24,15 +28,18 @@ from typing import Any, TextIO
 
 from .block import Block, load_block
 from .errors import EvmError
+from .native import NativeEngine, diff_results
 from .execute import BlockReport, execute_sequential, run_block
 from .parallel import dependency_bound, execute_parallel
-from .pool import ENGINES, LocalPool, RayPool, make_engine
+from .pool import DEFAULT_ENGINE, ENGINES, LocalPool, RayPool, make_engine
 
 DEFAULT_GENERATED = "transfers:5000,erc20:1000,hot_account:1000,dex:300,deploy:300"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "workers", 0) is None:
+        args.workers = args.default_workers if args.engine == "reference" else 1
     try:
         return int(args.command(args))
     except EvmError as exc:
@@ -51,7 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _pool(args.workers, args.engine, args.ray_address) as pool:
         if pool is not None:
             pool.load(block)
-        report = run_block(block, engine=args.engine, pool=pool)
+        report = run_block(block, engine=args.engine, pool=pool, threads=args.threads)
     if args.json:
         print(json.dumps(report.as_json()))
     else:
@@ -62,9 +69,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _print_report(report: BlockReport, out: TextIO) -> None:
     verdict = "verified" if report.verified else "MISMATCH"
     checks = ", ".join(f"{name} {'ok' if ok else 'WRONG'}" for name, ok in report.checks.items())
+    where = f"{report.threads} thread(s)" if report.threads > 1 else f"{report.workers} worker(s)"
     print(
         f"block {report.number} ({report.fork}): {report.transactions} transactions, {report.gas_used:,} gas, "
-        f"{report.elapsed_s:.3f} s on {report.workers} worker(s) [{report.engine}], {report.reexecuted} re-executed "
+        f"{report.elapsed_s:.3f} s on {where} [{report.engine}], {report.reexecuted} re-executed "
         f"in {report.rounds} round(s), critical-path bound {report.critical_path_bound:.2f}x: {verdict} ({checks})",
         file=out,
     )
@@ -81,7 +89,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     bar = ProgressBar(len(paths), "blocks", sys.stderr)
     with _pool(args.workers, args.engine, args.ray_address) as pool:
         for number, path in enumerate(paths):
-            report = _verify_one(path, args.engine, pool, bar, number)
+            report = _verify_one(path, args.engine, pool, args.threads, bar, number)
             if report is None or not report.verified:
                 failures += 1
             if report is not None:
@@ -92,12 +100,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if failures == 0 else 1
 
 
-def _verify_one(path: Path, engine: str, pool: LocalPool | RayPool | None, bar: ProgressBar, done: int) -> BlockReport | None:
+def _verify_one(path: Path, engine: str, pool: LocalPool | RayPool | None, threads: int, bar: ProgressBar,
+                done: int) -> BlockReport | None:
     try:
         block = load_block(path)
         if pool is not None:
             pool.load(block)
-        return run_block(block, engine=engine, pool=pool, progress=lambda i, n: bar.update(done + (i / n if n else 1)))
+        return run_block(block, engine=engine, pool=pool, threads=threads,
+                         progress=lambda i, n: bar.update(done + (i / n if n else 1)))
     except EvmError as exc:
         bar.clear()
         print(f"{path}: error: {exc}", file=sys.stdout)
@@ -136,6 +146,8 @@ BENCH_COLUMNS = ("block", "txs", "Mgas", "seq s", "par s", "seq Mgas/s", "speedu
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.engine == "native":
+        return cmd_bench_native(args)
     capacity = machine_capacity(args.workers)
     blocks = [(str(path), load_block(path)) for path in args.blocks]
     with contextlib.ExitStack() as stack:
@@ -242,6 +254,110 @@ def _print_table(rows: list[dict[str, Any]], workers: int, repeat: int) -> None:
     print(f"(medians of {repeat} runs; 'of bound' = speedup / min(bound, workers))")
 
 
+NATIVE_COLUMNS = ("block", "txs", "Mgas", "ref s", "native s", "ratio", "native Mgas/s", "conv s", "par s",
+                  "threads", "par speedup", "exec speedup", "bound", "same")
+
+
+def cmd_bench_native(args: argparse.Namespace) -> int:
+    """Per block, in one run: the reference engine's sequential time, the native engine's sequential
+    time (the ratio is the native speedup over the reference), and the native engine on
+    ``--threads`` threads (its speedup over native sequential next to the critical-path bound)."""
+    if args.threads < 1:
+        raise EvmError("--threads must be at least 1")
+    if args.repeat < 1:
+        raise EvmError("--repeat must be at least 1")
+    blocks = [(str(Path(path)), load_block(path)) for path in args.blocks]
+    rows = []
+    with contextlib.ExitStack() as stack:
+        if args.generate:
+            out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="evm-bench-")))
+            blocks += _generated_blocks(args.generate, out)
+        for name, block in blocks:
+            row = _bench_native_block(name, block, args.threads, args.repeat, reference=not args.skip_reference)
+            rows.append(row)
+            if args.progress:
+                print(" | ".join(f"{c}={row[c]}" for c in NATIVE_COLUMNS), file=sys.stderr, flush=True)
+    _print_native_table(rows, args.threads, args.repeat)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"threads": args.threads, "repeat": args.repeat, "rows": rows}, indent=1))
+    return 0 if all(row["same"] == "yes" for row in rows) else 1
+
+
+def _bench_native_block(name: str, block: Block, threads: int, repeat: int, *, reference: bool) -> dict[str, Any]:
+    """Medians over ``repeat`` runs of each; "same" says the three executions gave identical results."""
+    native = NativeEngine(block)
+    reference_engine = make_engine("reference", block) if reference else None
+    ref_times, seq_times, conv_times, par_times, seq_exec, par_exec = [], [], [], [], [], []
+    same = True
+    ref_results: list[Any] | None = None
+    for _ in range(repeat):
+        if reference_engine is not None:
+            started = time.perf_counter()
+            ref_results = execute_sequential(reference_engine)
+            ref_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        results, stats = native.run(1)
+        seq_times.append(time.perf_counter() - started)
+        conv_times.append(stats.convert_s)
+        seq_exec.append(stats.executor_s)
+        started = time.perf_counter()
+        par_results, par_stats = native.run(threads)
+        par_times.append(time.perf_counter() - started)
+        par_exec.append(par_stats.executor_s)
+        same = same and par_results == results
+    if ref_results is not None:
+        differences = diff_results(ref_results, results, limit=3)
+        same = same and not differences
+        for line in differences:
+            print(f"{name}: {line}", file=sys.stderr)
+    bound, _ = dependency_bound(results)
+    gas = sum(r.gas_used for r in results)
+    ref = statistics.median(ref_times) if ref_times else None
+    seq, par = statistics.median(seq_times), statistics.median(par_times)
+    par_executor = statistics.median(par_exec)
+    return {
+        "block": name, "txs": len(results), "Mgas": round(gas / 1e6, 3),
+        "ref s": round(ref, 4) if ref is not None else "-",
+        "native s": round(seq, 4),
+        "ratio": round(ref / seq, 1) if ref is not None and seq else "-",
+        "native Mgas/s": round(gas / seq / 1e6, 1) if seq else 0.0,
+        "conv s": round(statistics.median(conv_times), 4),
+        "par s": round(par, 4), "threads": threads,
+        "par speedup": round(seq / par, 2) if par else 0.0,
+        "exec speedup": round(statistics.median(seq_exec) / par_executor, 2) if par_executor else 0.0,
+        "bound": round(bound, 2),
+        "same": "yes" if same else "NO",
+    }
+
+
+def _print_native_table(rows: list[dict[str, Any]], threads: int, repeat: int) -> None:
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in NATIVE_COLUMNS}
+    print(" | ".join(c.rjust(widths[c]) for c in NATIVE_COLUMNS))
+    print("-+-".join("-" * widths[c] for c in NATIVE_COLUMNS))
+    for row in rows:
+        print(" | ".join(str(row[c]).rjust(widths[c]) for c in NATIVE_COLUMNS))
+    mainnet = [r for r in rows if ":" not in r["block"] and r["txs"]]  # (an empty block has no ratio)
+    if mainnet:
+        gas = sum(r["Mgas"] for r in mainnet)
+        seq = sum(r["native s"] for r in mainnet)
+        ratios = [r["ratio"] for r in mainnet if r["ratio"] != "-"]
+        ratio = f"median native/reference speedup {statistics.median(ratios):.1f}x" if ratios else "reference skipped"
+        print(
+            f"\nmainnet blocks: {len(mainnet)}, {ratio}, native sequential {gas / seq if seq else 0:.1f} Mgas/s "
+            f"overall; on {threads} threads median parallel speedup "
+            f"{statistics.median(r['par speedup'] for r in mainnet):.2f}x (executor alone "
+            f"{statistics.median(r['exec speedup'] for r in mainnet):.2f}x), median bound "
+            f"{statistics.median(r['bound'] for r in mainnet):.2f}x"
+        )
+    others = [r for r in rows if ":" in r["block"]]
+    if others:
+        print("generated blocks, parallel speedup (bound): "
+              + ", ".join(f"{r['block']} {r['par speedup']:.2f}x ({r['bound']:.2f}x)" for r in others))
+    print(f"(medians of {repeat} runs; ratio = ref s / native s; par speedup = native s / par s on {threads} "
+          "threads; exec speedup: the same without converting the results to Python (conv s); bound = "
+          "critical-path bound of the dependencies)")
+
+
 # generate -------------------------------------------------------------------------------------
 
 
@@ -282,9 +398,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workers.evm", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    def common(sub: argparse.ArgumentParser, workers: int) -> None:
-        sub.add_argument("--engine", choices=ENGINES, default="reference")
-        sub.add_argument("--workers", type=int, default=workers, help=f"Ray workers (default {workers})")
+    def common(sub: argparse.ArgumentParser, workers: int, threads: int = 1) -> None:
+        sub.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help=f"(default {DEFAULT_ENGINE})")
+        sub.add_argument("--workers", type=int, default=None,
+                         help=f"Ray workers (default {workers} for the reference engine, 1 for the native one: "
+                              "it runs on --threads)")
+        sub.set_defaults(default_workers=workers)
+        sub.add_argument("--threads", type=int, default=threads,
+                         help=f"native engine without Ray workers: threads in this process (default {threads})")
         sub.add_argument("--ray-address", help="use this Ray cluster instead of a private one")
 
     run = commands.add_parser("run", help="execute one block")
@@ -295,7 +416,7 @@ def _parser() -> argparse.ArgumentParser:
 
     verify = commands.add_parser("verify", help="execute blocks in parallel and check them against their headers")
     verify.add_argument("blocks", nargs="+")
-    common(verify, 2)
+    common(verify, 2, threads=2)
     verify.set_defaults(command=cmd_verify)
 
     bench = commands.add_parser("bench", help="sequential vs parallel, side by side")
@@ -303,7 +424,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, default=3)
     bench.add_argument("--generate", default=DEFAULT_GENERATED, help=f"PATTERN:N,... ('' for none; default {DEFAULT_GENERATED})")
     bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
-    common(bench, 2)
+    bench.add_argument("--skip-reference", action="store_true", help="--engine native: do not time the reference engine")
+    bench.add_argument("--progress", action="store_true", help="--engine native: print each row as it is done (stderr)")
+    common(bench, 2, threads=2)
     bench.set_defaults(command=cmd_bench)
 
     generate = commands.add_parser("generate", help="write a synthetic block with a known conflict pattern")

@@ -5,6 +5,11 @@
 >>> report.verified, report.gas_used                              # doctest: +SKIP
 (True, 12788678)
 >>> with LocalPool(workers=2) as pool: report = run_block(block, pool=pool)   # doctest: +SKIP
+>>> report = run_block(block, engine="native", threads=2)         # doctest: +SKIP
+
+The native engine runs a whole block in Rust (sequentially, or on ``threads`` native threads with
+the GIL released) when no shard pool is given; with a pool it runs each transaction through the
+shards like any engine.
 
 A mismatch names the first transaction whose receipt differs from sequential execution's, or
 says that sequential execution disagrees with the header too (then the input is wrong).
@@ -18,10 +23,10 @@ from typing import Any
 
 from .block import Block
 from .engine import Engine, Receipt, TxResult, block_bloom, build_receipts, receipts_root
-from .errors import InvalidTransaction
+from .errors import EvmError, InvalidTransaction
 from .forks import has_receipt_status
 from .parallel import ParallelStats, ShardPool, dependency_bound, execute_parallel, gc_paused
-from .pool import make_engine
+from .pool import DEFAULT_ENGINE, make_engine
 from .state import SequentialState
 
 Progress = Callable[[int, int], None]
@@ -45,6 +50,7 @@ class BlockReport:
     critical_path_bound: float
     checks: dict[str, bool] = field(default_factory=dict)
     mismatch: str | None = None
+    threads: int = 1  # native threads of the native engine's in-process execution (else 1)
 
     @property
     def verified(self) -> bool:
@@ -77,11 +83,23 @@ def _execute_sequential(engine: Engine, progress: Progress | None) -> list[TxRes
     return results
 
 
-def run_block(block: Block, *, engine: str = "reference", pool: ShardPool | None = None, progress: Progress | None = None) -> BlockReport:
-    """Execute ``block`` (in parallel over ``pool`` if given, else sequentially) and verify it."""
+def run_block(block: Block, *, engine: str = DEFAULT_ENGINE, pool: ShardPool | None = None, threads: int = 1,
+              progress: Progress | None = None) -> BlockReport:
+    """Execute ``block`` and verify it: over ``pool`` if given (any engine), else in this process:
+    the native engine runs the whole block natively on ``threads`` threads (1: sequentially), the
+    reference engine sequentially."""
+    if threads < 1:
+        raise EvmError("threads must be at least 1")
     executor = make_engine(engine, block)
+    native_run = pool is None and hasattr(executor, "run")
+    if not native_run:
+        threads = 1
     started = time.perf_counter()
-    if pool is None:
+    if native_run:
+        results, stats = executor.run(threads)  # type: ignore[attr-defined]
+        if progress:
+            progress(len(results), len(results))
+    elif pool is None:
         results = execute_sequential(executor, progress)
         stats = ParallelStats(transactions=len(results), executions=len(results), rounds=1 if results else 0)
     else:
@@ -93,7 +111,7 @@ def run_block(block: Block, *, engine: str = "reference", pool: ShardPool | None
     checks, root = header_checks(block, receipts)
     mismatch = None
     if not all(checks.values()):
-        mismatch = explain_mismatch(block, executor, results, checks, sequential=pool is None)
+        mismatch = explain_mismatch(block, executor, results, checks, sequential=pool is None and threads == 1)
     return BlockReport(
         number=block.number,
         fork=block.header.fork,
@@ -109,6 +127,7 @@ def run_block(block: Block, *, engine: str = "reference", pool: ShardPool | None
         critical_path_bound=round(bound, 3),
         checks=checks,
         mismatch=mismatch,
+        threads=threads,
     )
 
 
@@ -140,7 +159,12 @@ def header_checks(block: Block, receipts: Sequence[Receipt]) -> tuple[dict[str, 
 def explain_mismatch(block: Block, engine: Engine, results: Sequence[TxResult], checks: dict[str, bool], *, sequential: bool) -> str:
     """Name the first transaction whose receipt differs from sequential execution's."""
     failed = ", ".join(name for name, ok in checks.items() if not ok)
-    reference = results if sequential else execute_sequential(engine)
+    if sequential:
+        reference = results
+    elif hasattr(engine, "run"):
+        reference, _ = engine.run(1)  # type: ignore[attr-defined]
+    else:
+        reference = execute_sequential(engine)
     for ours, theirs in zip(results, reference):
         if ours.receipt_fields() != theirs.receipt_fields():
             tx = block.transactions[ours.index]

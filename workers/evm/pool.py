@@ -21,15 +21,21 @@ from .engine import Engine, TxResult
 from .errors import EngineUnavailable
 from .state import Key, VersionedState
 
-ENGINES = ("reference",)
+ENGINES = ("native", "reference")
+DEFAULT_ENGINE = "reference"  # the engine the CLI and jobs use unless told otherwise
 
 
 def make_engine(name: str, block: Block) -> Engine:
-    """The engine called ``name`` for ``block``."""
+    """The engine called ``name`` for ``block``: "reference" (py-evm) or "native" (revm, in Rust:
+    `EngineUnavailable` when the extension is not built)."""
     if name == "reference":
         from .reference import ReferenceEngine
 
         return ReferenceEngine(block)
+    if name == "native":
+        from .native import NativeEngine
+
+        return NativeEngine(block)
     raise EngineUnavailable(f"unknown engine {name!r}; available: {', '.join(ENGINES)}")
 
 

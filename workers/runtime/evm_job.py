@@ -8,6 +8,9 @@ shard actors pinned to this node (``node:<id>``) and reused for every block. The
 only if every block verifies; the first mismatch fails it with the mismatch as its reason (the
 first transaction whose receipt differs, or that the header itself disagrees).
 
+With the native engine (``engine: "native"``) no shards are made: each block runs in this process
+on ``workers`` native threads (capped at the CPUs this process may use), the GIL released.
+
 Each shard takes one whole CPU and this run holds one, so ``workers`` is capped at the node's
 CPUs minus one; shards the node cannot place within `PLACEMENT_TIMEOUT_S` (its CPUs are busy
 with other runs) do not hold the job hostage: it runs sequentially instead, and says so in its log.
@@ -74,13 +77,27 @@ def execute_blocks(spec: JobSpec, reporter: ProgressReporter, make_pool: PoolFac
     blocks = [_load(spec, position, artifact_id) for position, artifact_id in enumerate(artifact_ids)]
     total = sum(len(block.transactions) for block in blocks)
     reporter.log(f"{len(blocks)} block(s), {total} transactions, engine {engine}, {requested} worker(s) asked for")
-    pool = make_pool(requested, engine, reporter) if requested > 1 else None
+    threads = native_threads(requested, reporter) if engine == "native" else 1
+    pool = make_pool(requested, engine, reporter) if requested > 1 and engine != "native" else None
     try:
-        reports = _run_all(blocks, artifact_ids, engine, pool, reporter, total)
+        reports = _run_all(blocks, artifact_ids, engine, pool, reporter, total, threads)
     finally:
         if pool is not None:
             pool.close()
-    return _output(artifact_ids, reports, engine, requested, pool.workers if pool is not None else 1)
+    return _output(artifact_ids, reports, engine, requested, pool.workers if pool is not None else threads)
+
+
+def native_threads(requested: int, reporter: ProgressReporter) -> int:
+    """The native engine's threads: as asked, capped at the CPUs this process may run on."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, min(requested, cpus))
+    if threads < requested:
+        reporter.log(f"this process may use {cpus} CPU(s): {threads} native thread(s), not {requested}")
+    elif threads > 1:
+        reporter.log(f"native engine: {threads} threads in this process")
+    return threads
 
 
 def _load(spec: JobSpec, position: int, artifact_id: int) -> Block:
@@ -96,11 +113,11 @@ def _load(spec: JobSpec, position: int, artifact_id: int) -> Block:
 
 
 def _run_all(blocks: Sequence[Block], artifact_ids: Sequence[int], engine: str, pool: BlockPool | None,
-             reporter: ProgressReporter, total: int) -> list[BlockReport]:
+             reporter: ProgressReporter, total: int, threads: int = 1) -> list[BlockReport]:
     reports: list[BlockReport] = []
     done_before = 0
     for block, artifact_id in zip(blocks, artifact_ids):
-        report = _run_one(block, artifact_id, engine, pool, _progress(reporter, block, done_before, total))
+        report = _run_one(block, artifact_id, engine, pool, _progress(reporter, block, done_before, total), threads)
         reporter.log(_summary(report, artifact_id))
         if not report.verified:
             raise BlockMismatch(f"block {report.number} (artifact {artifact_id}) does not match its header: "
@@ -113,11 +130,11 @@ def _run_all(blocks: Sequence[Block], artifact_ids: Sequence[int], engine: str, 
 
 
 def _run_one(block: Block, artifact_id: int, engine: str, pool: BlockPool | None,
-             progress: Callable[[int, int], None]) -> BlockReport:
+             progress: Callable[[int, int], None], threads: int = 1) -> BlockReport:
     try:
         if pool is not None:
             pool.load(block)
-        return run_block(block, engine=engine, pool=pool, progress=progress)
+        return run_block(block, engine=engine, pool=pool, threads=threads, progress=progress)
     except EvmError as exc:  # an invalid transaction, missing pre-state, an unknown engine: the input's fault
         raise BlockRejected(f"block {block.number} (artifact {artifact_id}): {exc.code}: {exc}") from None
 
@@ -132,7 +149,8 @@ def _progress(reporter: ProgressReporter, block: Block, done_before: int, total:
 def _summary(report: BlockReport, artifact_id: int) -> str:
     verdict = "verified" if report.verified else "MISMATCH"
     return (f"block {report.number} ({report.fork}, artifact {artifact_id}): {report.transactions} transactions, "
-            f"{report.gas_used} gas, {report.elapsed_s:.3f} s on {report.workers} worker(s), "
+            f"{report.gas_used} gas, {report.elapsed_s:.3f} s on "
+            f"{f'{report.threads} thread(s)' if report.threads > 1 else f'{report.workers} worker(s)'}, "
             f"{report.reexecuted} re-executed in {report.rounds} round(s): {verdict}")
 
 

@@ -140,7 +140,7 @@ register(
 
 # The engines `workers.evm` has (`workers.evm.ENGINES`; a test keeps the two equal). Not imported:
 # importing the EVM library costs the web app 0.3 s at start for one tuple.
-EVM_ENGINES = ("reference",)
+EVM_ENGINES = ("native", "reference")
 EVM_MAX_BLOCKS = 256
 EVM_MAX_WORKERS = 64
 EVM_MAX_NODES = 16
@@ -167,7 +167,8 @@ register(
                     "minimum": 1,
                     "maximum": EVM_MAX_WORKERS,
                     "default": 1,
-                    "description": "Parallel shards on the node (one CPU each); 1 runs sequentially. "
+                    "description": "Parallel shards on the node (one CPU each), or with the native engine "
+                                   "native threads in the job's process; 1 runs sequentially. "
                                    "Capped at the node's CPUs.",
                 },
                 "nodes": {

@@ -5,8 +5,9 @@
 //! reverted calls too); changes are journaled so a reverted call undoes them; a positive balance
 //! change of an account not read is a credit (the deferred-credit rule of `workers.evm.state`).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+use crate::exec::hash::{FastMap as HashMap, FastSet as HashSet};
 
 use crate::types::{
     AccountTriple, Address, Code, EngineError, Loc, ReadValue, View, WriteValue, EMPTY_CODE_HASH, U256,
@@ -50,16 +51,16 @@ impl<'v> Tracked<'v> {
     pub fn new(view: &'v dyn View) -> Self {
         Tracked {
             view,
-            reads: HashMap::new(),
-            accounts: HashMap::new(),
-            credits: HashMap::new(),
-            code: HashMap::new(),
-            base_code: HashMap::new(),
-            storage: HashMap::new(),
-            wiped: HashSet::new(),
-            warm_addresses: HashSet::new(),
-            warm_slots: HashSet::new(),
-            transient: HashMap::new(),
+            reads: HashMap::default(),
+            accounts: HashMap::default(),
+            credits: HashMap::default(),
+            code: HashMap::default(),
+            base_code: HashMap::default(),
+            storage: HashMap::default(),
+            wiped: HashSet::default(),
+            warm_addresses: HashSet::default(),
+            warm_slots: HashSet::default(),
+            transient: HashMap::default(),
             journal: Vec::new(),
         }
     }
@@ -327,7 +328,7 @@ impl<'v> Tracked<'v> {
 
     /// Locations this transaction changed, with their final values (credits stay credits).
     pub fn write_set(&self) -> Vec<(Loc, WriteValue)> {
-        let mut writes: HashMap<Loc, WriteValue> = HashMap::new();
+        let mut writes: HashMap<Loc, WriteValue> = HashMap::default();
         for address in &self.wiped {
             writes.insert(Loc::Wipe(*address), WriteValue::Wipe);
         }
@@ -383,6 +384,7 @@ fn restore_set<K: std::hash::Hash + Eq>(set: &mut HashSet<K>, key: K, was: bool)
 mod tests {
     use super::*;
     use crate::types::{PreAccount, PreState};
+    use std::collections::HashMap as StdMap;
 
     fn addr(n: u8) -> Address {
         Address::repeat_byte(n)
@@ -390,7 +392,7 @@ mod tests {
 
     fn pre() -> PreState {
         let mut state = PreState::default();
-        let mut storage = HashMap::new();
+        let mut storage = StdMap::new();
         storage.insert(U256::from(1), U256::from(10));
         state.accounts.insert(
             addr(1),
@@ -399,7 +401,7 @@ mod tests {
         state
     }
 
-    fn reads_of(t: &mut Tracked) -> HashMap<Loc, ReadValue> {
+    fn reads_of(t: &mut Tracked) -> StdMap<Loc, ReadValue> {
         t.take_reads().into_iter().collect()
     }
 
@@ -424,11 +426,11 @@ mod tests {
         assert!(t.account_exists(addr(2)).unwrap());
         assert!(!t.account_is_empty(addr(2)).unwrap());
         assert!(t.take_reads().is_empty());
-        let writes: HashMap<_, _> = t.write_set().into_iter().collect();
+        let writes: StdMap<_, _> = t.write_set().into_iter().collect();
         assert_eq!(writes[&Loc::Account(addr(2))], WriteValue::Credit(U256::from(8)));
         // Reading the balance folds the credit in and makes it an absolute write.
         assert_eq!(t.get_balance(addr(2)).unwrap(), U256::from(8));
-        let writes: HashMap<_, _> = t.write_set().into_iter().collect();
+        let writes: StdMap<_, _> = t.write_set().into_iter().collect();
         assert_eq!(writes[&Loc::Account(addr(2))], WriteValue::Account(AccountTriple { balance: U256::from(8), nonce: 0, exists: true }));
     }
 
@@ -459,7 +461,7 @@ mod tests {
         assert_eq!(t.get_storage(addr(1), U256::from(1), false).unwrap(), U256::from(10));
         t.set_storage(addr(1), U256::from(2), U256::from(4));
         t.set_storage(addr(1), U256::from(3), U256::ZERO);
-        let writes: HashMap<_, _> = t.write_set().into_iter().collect();
+        let writes: StdMap<_, _> = t.write_set().into_iter().collect();
         assert_eq!(writes.len(), 2);
         assert_eq!(writes[&Loc::Wipe(addr(1))], WriteValue::Wipe);
         assert_eq!(writes[&Loc::Storage(addr(1), U256::from(2))], WriteValue::Storage(U256::from(4)));

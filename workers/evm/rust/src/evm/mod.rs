@@ -52,7 +52,13 @@ fn run(block: &NativeBlock, index: usize, tx: &TxEnv, view: &dyn View) -> Result
         let reads = m.state.take_reads();
         return Ok(invalid(index, reason, reads));
     }
-    let message = build_message(&mut m)?;
+    let message = match build_message(&mut m)? {
+        Ok(message) => message,
+        Err(reason) => {
+            let reads = m.state.take_reads();
+            return Ok(invalid(index, reason, reads));
+        }
+    };
     let outcome = build_computation(&mut m, &message)?;
     let gas_used = finalize(&mut m, &outcome)?;
     let writes = m.state.write_set(); // before taking the reads: it compares against them
@@ -131,8 +137,10 @@ fn validate_cancun(m: &mut Machine) -> Result<Option<String>, EngineError> {
     Ok(None)
 }
 
-/// py-evm's `build_evm_message`: buy the gas, bump the nonce, make the message.
-fn build_message(m: &mut Machine) -> Result<Message, EngineError> {
+/// py-evm's `build_evm_message`: buy the gas, bump the nonce, make the message. `Err(reason)` when
+/// the gas does not cover the intrinsic gas: py-evm's `validate()` lets that through for typed
+/// transactions, and its `Message` refuses the negative gas only here, after reading the code.
+fn build_message(m: &mut Machine) -> Result<Result<Message, String>, EngineError> {
     let tx = m.tx;
     let mut gas_fee = U256::from(tx.gas_limit).saturating_mul(m.gas_price());
     if m.at_least(SpecId::CANCUN) && tx.tx_type == 3 {
@@ -141,10 +149,6 @@ fn build_message(m: &mut Machine) -> Result<Message, EngineError> {
     }
     m.state.delta_balance(tx.sender, gas_fee, !gas_fee.is_zero())?;
     m.state.increment_nonce(tx.sender)?;
-    let gas = tx
-        .gas_limit
-        .checked_sub(tx.intrinsic_gas)
-        .ok_or_else(|| EngineError::Malformed("a transaction's gas is below its intrinsic gas".into()))?;
     let (create_address, data, code) = match tx.to {
         None => {
             let nonce = m.state.get_nonce(tx.sender)? - 1;
@@ -152,7 +156,11 @@ fn build_message(m: &mut Machine) -> Result<Message, EngineError> {
         }
         Some(to) => (None, tx.data.clone(), m.state.get_code(to)?),
     };
-    Ok(Message {
+    let Some(gas) = tx.gas_limit.checked_sub(tx.intrinsic_gas) else {
+        let gas = tx.gas_limit as i128 - tx.intrinsic_gas as i128;
+        return Ok(Err(format!("Value must be a valid uint256.  Got: {gas} (Message.gas)")));
+    };
+    Ok(Ok(Message {
         gas,
         to: tx.to,
         sender: tx.sender,
@@ -164,7 +172,7 @@ fn build_message(m: &mut Machine) -> Result<Message, EngineError> {
         code_address: None,
         should_transfer_value: true,
         is_static: false,
-    })
+    }))
 }
 
 /// py-evm's `build_computation`: warm the access list (Berlin), refuse a creation collision.
