@@ -63,7 +63,8 @@ def test_bench_prints_the_table_for_blocks_and_generated_ones(ray_cluster: str, 
 
     block = str(mainnet_dir() / str(BLOCKS[-1]["number"]))
     rows = tmp_path / "rows.json"
-    argv = ["bench", block, "--generate", "transfers:60,dex:20", "--repeat", "1", "--ray-address", ray_cluster, "--json", str(rows)]
+    argv = ["bench", block, "--engine", "reference", "--generate", "transfers:60,dex:20", "--repeat", "1",
+            "--ray-address", ray_cluster, "--json", str(rows)]
     assert main(argv) == 0
     out = capsys.readouterr().out
     for heading in ("seq s", "par s", "speedup", "bound", "of bound", "transfers:60", "dex:20", "machine capacity"):

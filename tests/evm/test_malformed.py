@@ -132,7 +132,7 @@ def test_run_prints_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:
     report = json.loads(capsys.readouterr().out)
     for field in ("number", "transactions", "gas_used", "logs_bloom", "receipts_root", "engine", "workers", "reexecuted", "elapsed_s"):
         assert field in report
-    assert (report["engine"], report["workers"], report["verified"]) == ("reference", 1, True)
+    assert (report["engine"], report["workers"], report["verified"]) == ("native", 1, True)
 
 
 def test_bad_input_exits_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

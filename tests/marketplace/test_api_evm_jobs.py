@@ -40,7 +40,7 @@ def test_a_job_names_its_blocks_and_gets_the_defaults(developer):
 
     body = submit_job(developer, kind="evm_block", spec={"blocks": [second, first]})
 
-    assert body["spec"] == {"blocks": [second, first], "workers": 1, "nodes": 1, "engine": "reference"}
+    assert body["spec"] == {"blocks": [second, first], "workers": 1, "nodes": 1, "engine": "native"}
     assert body["state"] == "queued"
 
 

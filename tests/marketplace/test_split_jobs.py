@@ -55,7 +55,7 @@ def test_three_blocks_on_two_nodes_make_a_dispatched_parent_and_two_queued_child
     children = children_of(parent["id"])
     assert parent["state"] == "dispatched" and parent["parent"] is None
     assert parent["children"] == [child.pk for child in children]
-    assert parent["spec"] == {"blocks": blocks, "nodes": 2, "workers": 1, "engine": "reference"}
+    assert parent["spec"] == {"blocks": blocks, "nodes": 2, "workers": 1, "engine": "native"}
     assert [child.spec["blocks"] for child in children] == [blocks[:2], blocks[2:]]
     assert all(child.spec["nodes"] == 1 and child.state == "queued" for child in children)
     assert [child.budget_wei for child in children] == [5 * 10**15 + 1, 5 * 10**15]

@@ -18,6 +18,7 @@ import pytest
 from tests.evm.conftest import mainnet_dir
 from workers.evm import ENGINES, LocalPool, bundle_directory
 from workers.evm.generate import generate_block
+from workers.evm.pool import DEFAULT_ENGINE
 from workers.runtime import kinds
 from workers.runtime.evm_job import BlockMismatch, BlockRejected, execute_blocks, run_evm_blocks
 from workers.runtime.executors import executor_for
@@ -148,7 +149,8 @@ def test_the_kind_is_registered_with_an_executor_and_the_librarys_engines() -> N
     assert kinds.EVM_ENGINES == ENGINES
     assert kinds.get_kind("evm_block").available
     assert kinds.validate_spec("evm_block", {"blocks": [5]}) == {"blocks": [5], "workers": 1, "nodes": 1,
-                                                                "engine": "reference"}
+                                                                "engine": DEFAULT_ENGINE}
+    assert DEFAULT_ENGINE == "native"
 
 
 def test_a_spec_carries_its_inputs_through_json_and_omits_none() -> None:

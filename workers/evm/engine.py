@@ -8,6 +8,11 @@ An engine is built for one block and executes one transaction at a time against 
 Receipts need the cumulative gas, which only the block order gives, so `build_receipts` makes them
 from the final results, in order.
 
+Two engines implement it: `reference.ReferenceEngine` (py-evm, the oracle) and
+`native.NativeEngine` (revm's interpreter in Rust, `workers/evm/rust`, whose state layer is a port
+of the reference's `TrackedAccountDB` and whose state instructions follow py-evm's, so that it
+keeps the contract below location for location; `tests/evm/test_native_diff.py` checks it).
+
 The contract every engine keeps (the parallel scheduler relies on it, and a second engine must give
 the reference engine's read and write sets exactly, location for location):
 

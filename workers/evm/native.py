@@ -127,7 +127,7 @@ def native_fields(block: Block) -> dict[str, Any]:
         "excess_blob_gas": header.excess_blob_gas,
         "chain_id": header.chain_id,
         "block_hashes": dict(block.block_hashes),
-        "transactions": [transaction_fields(tx.type, tx.sender, _decode(vm, tx)) for tx in block.transactions],
+        "transactions": [transaction_fields(header.fork, tx.type, tx.sender, _decode(vm, tx)) for tx in block.transactions],
         "accounts": [
             (address, account.balance, account.nonce, account.exists, account.code, dict(account.storage))
             for address, account in block.pre_state.accounts.items()
@@ -135,11 +135,15 @@ def native_fields(block: Block) -> dict[str, Any]:
     }
 
 
-def transaction_fields(tx_type: int, sender: bytes, decoded: Any) -> tuple[Any, ...]:
+def transaction_fields(fork: str, tx_type: int, sender: bytes, decoded: Any) -> tuple[Any, ...]:
     """``(type, sender, to, nonce, gas_limit, max_fee_per_gas, max_priority_fee_per_gas, value, data,
     access_list, max_fee_per_blob_gas, blob_hashes, intrinsic_gas, static_error)`` of a py-evm
-    transaction (types 0 and 1 carry their gas price in both fee fields)."""
+    transaction (types 0 and 1 carry their gas price in both fee fields). ``static_error`` holds
+    every refusal that reads no state: py-evm's ``validate()``, `reference.stateless_error`, and
+    the signature's s check that py-evm makes in its state validation (before any read)."""
     from eth_utils import ValidationError
+
+    from .reference import stateless_error
 
     if tx_type in (0, 1):
         max_fee = max_priority = decoded.gas_price
@@ -152,7 +156,7 @@ def transaction_fields(tx_type: int, sender: bytes, decoded: Any) -> tuple[Any, 
         blob_hashes = [bytes(h) for h in decoded.blob_versioned_hashes]
     try:
         decoded.validate()
-        static_error = None
+        static_error = stateless_error(fork, decoded) or _signature_error(fork, decoded)
     except ValidationError as exc:
         static_error = str(exc)
     try:
@@ -175,6 +179,17 @@ def transaction_fields(tx_type: int, sender: bytes, decoded: Any) -> tuple[Any, 
         intrinsic_gas,
         static_error,
     )
+
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def _signature_error(fork: str, decoded: Any) -> str | None:
+    """Homestead's (EIP-2) low-s rule, as py-evm's ``validate_homestead_transaction`` applies it to
+    every transaction type (its legacy ``validate()`` already catches legacy ones)."""
+    if fork != "frontier" and (decoded.s > SECP256K1_N // 2 or decoded.s == 0):
+        return "Invalid signature S value"
+    return None
 
 
 # Comparing two engines' results ---------------------------------------------------------------

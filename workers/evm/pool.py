@@ -22,7 +22,7 @@ from .errors import EngineUnavailable
 from .state import Key, VersionedState
 
 ENGINES = ("native", "reference")
-DEFAULT_ENGINE = "reference"  # the engine the CLI and jobs use unless told otherwise
+DEFAULT_ENGINE = "native"  # the engine the CLI and jobs use unless told otherwise (the reference is the oracle)
 
 
 def make_engine(name: str, block: Block) -> Engine:

@@ -259,11 +259,14 @@ class ReferenceEngine:
         self.state_class = _tracked_state_class(self.vm.get_state_class())
         self.context = _execution_context(block, self.vm)
         self.transactions = [_decode(self.vm, tx) for tx in block.transactions]
+        self.stateless_errors = [stateless_error(self.fork, tx) for tx in self.transactions]
 
     def execute(self, index: int, view: StateView) -> TxResult:
         """Run transaction ``index`` against ``view``; an invalid transaction gives ``valid=False``."""
         from eth_utils import ValidationError
 
+        if self.stateless_errors[index]:
+            return TxResult(index=index, valid=False, error=self.stateless_errors[index], reads={}, writes={})
         db = TrackedAccountDB(view)
         state = self.state_class(db, self.context, self.block)
         transaction = self.transactions[index]
@@ -280,6 +283,24 @@ class ReferenceEngine:
             reads=db.reads,
             writes=db.write_set(),
         )
+
+
+MAX_INITCODE_SIZE = 49_152  # EIP-3860 (Shanghai)
+
+
+def stateless_error(fork: str, decoded: Any) -> str | None:
+    """Why a transaction is invalid whatever the state, where py-evm does not say so itself.
+
+    EIP-3860 makes a creation with more than 49,152 bytes of init code invalid; py-evm instead
+    raises OutOfGas from deep inside the execution (not a `ValidationError`), which would abort the
+    whole block. Both engines check it here first, before reading anything.
+    """
+    from .forks import FORKS
+
+    shanghai_or_later = [name for _, name in FORKS].index(fork) >= [name for _, name in FORKS].index("shanghai")
+    if shanghai_or_later and not decoded.to and len(decoded.data) > MAX_INITCODE_SIZE:
+        return f"EIP-3860: init code of {len(decoded.data)} bytes is over the limit of {MAX_INITCODE_SIZE}"
+    return None
 
 
 def _decode(vm: Any, tx: Any) -> Any:

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from workers.evm import Block, BlockReport, EvmError, load_bundle, run_block
 from workers.evm.parallel import ShardPool
+from workers.evm.pool import DEFAULT_ENGINE
 from workers.runtime.resources import node_resource
 from workers.runtime.runner import ProgressReporter
 from workers.runtime.spec import JobSpec
@@ -72,7 +73,7 @@ def run_evm_blocks(spec: JobSpec, reporter: ProgressReporter) -> dict[str, Any]:
 def execute_blocks(spec: JobSpec, reporter: ProgressReporter, make_pool: PoolFactory) -> dict[str, Any]:
     """Parse every bundle, run the blocks over ``make_pool``'s pool (or sequentially), verify them."""
     artifact_ids = [int(item) for item in spec.spec["blocks"]]
-    engine = str(spec.spec.get("engine", "reference"))
+    engine = str(spec.spec.get("engine", DEFAULT_ENGINE))
     requested = int(spec.spec.get("workers", 1))
     blocks = [_load(spec, position, artifact_id) for position, artifact_id in enumerate(artifact_ids)]
     total = sum(len(block.transactions) for block in blocks)
