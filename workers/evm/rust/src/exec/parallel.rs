@@ -1,14 +1,14 @@
 //! The parallel block executor: optimistic execution on native threads, committed in block order.
 //!
 //! **Speculation.** Threads claim transactions in block order, a small chunk at a time (one atomic
-//! add per chunk), execute each against the multi-version state at its position
+//! compare-and-swap per chunk), execute each against the multi-version state at its position
 //! (`VersionedState`: the latest write set of every transaction before it, credits folded in) and
 //! record its write set there. Nothing waits: a transaction may read a value an earlier one has not
 //! written yet, or will write differently.
 //!
-//! **Commit wave.** One thread at a time (whichever takes the commit lock: no thread is dedicated
-//! to it) walks the block in order. Transaction `c` becomes final once every transaction before it
-//! is, in one of three ways:
+//! **Commit wave** (`commit.rs`). One thread at a time (whichever takes the commit lock: no thread
+//! is dedicated to it) walks the block in order. Transaction `c` becomes final once every
+//! transaction before it is, in one of three ways:
 //! - no write set that reached the multi-version state after its execution started touches a
 //!   location it read: it read final values. A logical clock orders the two (every write set gets
 //!   a tick once it is in the state, every execution notes the clock when it starts), and the
@@ -17,37 +17,40 @@
 //! - else (or if nobody has started it yet) the committing thread executes it itself, now against
 //!   the final state.
 //!
-//! So a serial chain runs on the committing thread like sequential execution (the speculation of
-//! the other threads fails cheaply at validation), and independent transactions run on every
-//! thread with one validation each at commit. Credits do not conflict: paying the beneficiary
-//! writes a `Credit`, which only a reader of that balance depends on.
+//! So independent transactions run on every thread and commit after a check of a few location
+//! comparisons each, and a conflicting one costs a validation and one more execution. Credits do
+//! not conflict: paying the beneficiary writes a `Credit`, which only a reader of that balance
+//! depends on.
 //!
 //! **Window.** Speculation runs at most a window of transactions ahead of the commit wave. The
 //! window halves when a validation fails and grows by one when one passes: speculation far ahead
 //! of a conflicting stretch is wasted work, and pushes stale values on others. On a serial chain it
 //! closes: the committing thread then executes alone, like sequential execution, while the others
-//! wait. A probe reopens it a little (a transaction per thread) after a while, so that a parallel
-//! stretch later in the block is found again; the while doubles after each probe, and shrinks
-//! back once a speculated transaction is right (a long chain pays for a few probes only).
+//! wait.
 //!
 //! **Bursts.** While the window is closed, the committing thread executes the transactions nobody
 //! started against a private overlay (`burst.rs`) instead of the multi-version state: nobody else
-//! would read their writes. The burst is published as one merged write set (at its last
-//! transaction's position) when speculation may need it: before a speculated transaction is
-//! settled, or when a probe reopens the window. A block that ends in a burst never publishes it.
+//! would read their writes. It also watches their read sets: once nearly all of the last ones read
+//! nothing their close predecessors wrote, speculation would work again, and the window reopens.
+//! The burst is published as one merged write set (at its last transaction's position) when
+//! speculation may need it: when the window reopens, or before a speculated transaction is settled.
+//! A block that ends in a burst never publishes it (a serial chain never does).
 //!
 //! Why the results equal sequential execution: a committed transaction read, for every location,
 //! the value the final write sets of the transactions before it give, which by induction are the
 //! sequential ones; the executor being deterministic, its result is the sequential result.
 
-use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst};
-use std::sync::{Mutex, TryLockError};
-use std::time::Instant;
+mod burst;
+mod commit;
 
 use std::cell::RefCell;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::Mutex;
+use std::time::Instant;
 
-use super::burst::Burst;
+use commit::Commit;
+
 use super::versioned::VersionedState;
 use super::{catch, check_writes, lock, panic_message, spawn_large, try_with_stack};
 use crate::types::{AccountTriple, Address, Code, EngineError, Loc, ReadValue, TxResult, View, WriteValue, U256};
@@ -71,6 +74,7 @@ pub struct ParallelStats {
 
 impl ParallelStats {
     /// Executions beyond one per transaction.
+    #[must_use]
     pub fn reexecuted(&self) -> usize {
         self.executions.saturating_sub(self.transactions)
     }
@@ -92,18 +96,21 @@ where
     execute_tuned(count, pre, threads, exec, Tuning::default())
 }
 
-/// The window's settings (tests close it from the start to exercise bursts and probes).
+/// The window's settings (tests close it from the start, and reopen it eagerly, to exercise bursts
+/// and their publication).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Tuning {
     /// The window at the start.
     pub(super) window: usize,
-    /// Transactions committed with the window closed before a probe reopens it.
-    pub(super) probe_after: usize,
+    /// How many of a burst's last 32 transactions may depend on their close predecessors for the
+    /// window to reopen.
+    pub(super) tolerated: u32,
 }
 
 impl Default for Tuning {
+    /// `window: usize::MAX`: the default start (see `START_WINDOW_CHUNKS`).
     fn default() -> Tuning {
-        Tuning { window: MAX_WINDOW, probe_after: PROBE_AFTER }
+        Tuning { window: usize::MAX, tolerated: TOLERATED_DEPENDENCIES }
     }
 }
 
@@ -139,13 +146,15 @@ where
     Ok((results, stats))
 }
 
-/// The largest window, and where it starts (speculation is usually right).
+/// The largest window.
 const MAX_WINDOW: usize = 1024;
-/// A closed window reopens (to a transaction per thread) after this many transactions committed
-/// without speculation: a probe for the end of a conflicting stretch.
-const PROBE_AFTER: usize = 128;
-/// The longest wait between probes.
-const MAX_PROBE_AFTER: usize = 1 << 16;
+/// The window at the start, in chunks per thread: enough to keep every thread busy, small enough
+/// that a block starting with a serial chain wastes little speculation before it closes (it grows
+/// by one with each transaction speculation got right).
+const START_WINDOW_CHUNKS: usize = 4;
+/// A closed window reopens when at most this many of a burst's last 32 transactions read what one
+/// of their close predecessors wrote.
+const TOLERATED_DEPENDENCIES: u32 = 2;
 
 /// A log of what an execution read through its view: each location with the value it got (None:
 /// the read failed).
@@ -192,44 +201,6 @@ enum Slot {
     Taken,
 }
 
-/// A committed write set that may be newer than what a later transaction read.
-struct Recent {
-    /// Its tick.
-    tick: u64,
-    /// The execution whose write set it is, by position in `Commit::executions` (None: a burst).
-    position: Option<usize>,
-    /// Locations besides that write set: those an earlier execution of the transaction wrote and
-    /// the final one does not, or a published burst's.
-    extra: Vec<Loc>,
-}
-
-/// How many committed write sets the commit wave keeps for the touch check.
-const RECENT: usize = 64;
-/// At most this many location comparisons per touch check (then validate instead).
-const TOUCH_BUDGET: usize = 1024;
-
-/// The commit wave's state (behind the commit lock).
-struct Commit {
-    /// The first transaction not committed.
-    next: usize,
-    /// The last committed transactions, oldest first.
-    recent: std::collections::VecDeque<Recent>,
-    /// The largest tick of the committed write sets no longer in `recent`.
-    old_tick: u64,
-    /// How far ahead of `next` speculation may go.
-    window: usize,
-    /// Transactions committed since the window closed (or since the last probe).
-    closed_for: usize,
-    /// How many of those make a probe (doubles with each probe, resets when speculation is right).
-    probe_after: usize,
-    /// The burst under way, not published yet.
-    burst: Option<Burst>,
-    /// The committed executions, in order.
-    executions: Vec<Execution>,
-    /// Set when a committed transaction ends the block (invalid, or an error).
-    ended: bool,
-}
-
 /// A thread's own state: its counters and a reusable read log (most executions do not keep it).
 #[derive(Default)]
 struct Local {
@@ -265,9 +236,11 @@ struct Run<'a, F> {
     slots: Box<[Mutex<Slot>]>,
     /// Transactions claimed at a time.
     chunk: usize,
-    /// The window a probe opens.
-    probe_window: usize,
-    probe_after: usize,
+    /// The window a burst reopens: a chunk per thread.
+    reopen_window: usize,
+    /// A dependency closer than this (in transactions) would have failed speculation.
+    distance: usize,
+    tolerated: u32,
     /// The next transaction to claim for speculation.
     next_claim: Padded<AtomicUsize>,
     /// Speculation claims no transaction from here on (`commit.next + commit.window`). A soft
@@ -292,7 +265,7 @@ where
         // Chunks amortise the claim over a few transactions, but not so many that a thread holds
         // back the commit wave, nor that a small block is not shared.
         let chunk = (count / (threads * 64)).clamp(1, 8);
-        let window = tuning.window.min(MAX_WINDOW);
+        let window = tuning.window.min(threads * chunk * START_WINDOW_CHUNKS).min(MAX_WINDOW);
         Run {
             count,
             exec,
@@ -300,24 +273,15 @@ where
             state: VersionedState::new(pre, count * 3),
             slots: (0..count).map(|_| Mutex::new(Slot::Pending)).collect(),
             chunk,
-            probe_window: threads,
-            probe_after: tuning.probe_after,
+            reopen_window: threads * chunk,
+            distance: threads * chunk,
+            tolerated: tuning.tolerated,
             next_claim: Padded(AtomicUsize::new(0)),
             frontier: Padded(AtomicUsize::new(window)),
             committing: Padded(AtomicBool::new(false)),
             clock: Padded(AtomicU64::new(0)),
             halted: Padded(AtomicBool::new(false)),
-            commit: Mutex::new(Commit {
-                next: 0,
-                recent: std::collections::VecDeque::with_capacity(RECENT),
-                old_tick: 0,
-                window,
-                closed_for: 0,
-                probe_after: tuning.probe_after,
-                burst: None,
-                executions: Vec::with_capacity(count),
-                ended: false,
-            }),
+            commit: Mutex::new(Commit::new(window, count)),
             fault: Mutex::new(None),
         }
     }
@@ -360,9 +324,10 @@ where
     }
 
     /// Spin briefly when there is nothing to do (work usually appears within microseconds), then
-    /// yield the core: more threads than cores must not starve the one committing. While the
-    /// window is closed (a serial stretch, committed by one thread), sleep: work comes back only
-    /// with a probe, and a spinning thread would steal cache lines from the committing one.
+    /// yield the core: more threads than cores must not starve the one committing. While nothing
+    /// can be claimed (the window is closed: a serial stretch, committed by one thread), sleep:
+    /// work comes back only when the window reopens, and a spinning thread would take cache lines
+    /// from the committing one.
     fn back_off(&self, idle_turns: u32) {
         match idle_turns {
             0 => {}
@@ -413,18 +378,17 @@ where
             *slot = Slot::Executing;
         }
         // Its first execution: the commit wave executes a transaction again only after this one.
-        let record = self.execute(index, None, local);
+        let record = self.execute(index, &[], local);
         *lock(&self.slots[index]) = Slot::Executed(record);
     }
 
     /// Execute `index` against the state at its position and put its write set there (replacing
-    /// `previous`'s): the record.
-    fn execute(&self, index: usize, previous: Option<Execution>, local: &mut Local) -> Record {
+    /// `previous`, its previous execution's): the record.
+    fn execute(&self, index: usize, previous: &[(Loc, WriteValue)], local: &mut Local) -> Record {
         let checked_at = self.clock.0.load(SeqCst);
         let execution = self.run_exec(index, &mut local.log);
         local.counters.executions += 1;
-        let previous_writes = previous.as_ref().map_or(&[][..], Execution::writes);
-        self.state.set_writes(index, execution.writes(), previous_writes);
+        self.state.set_writes(index, execution.writes(), previous);
         let tick = self.clock.0.fetch_add(1, SeqCst) + 1;
         Record { execution, tick, checked_at }
     }
@@ -445,175 +409,6 @@ where
         Execution { outcome, log: kept }
     }
 
-    // Commit wave ------------------------------------------------------------------------------
-
-    /// Advance the commit wave as far as it goes, if no other thread is at it. True if it moved.
-    fn try_commit(&self, local: &mut Local) -> bool {
-        if self.committing.0.load(Relaxed) {
-            return false;
-        }
-        let mut commit = match self.commit.try_lock() {
-            Ok(commit) => commit,
-            Err(TryLockError::WouldBlock) => return false,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-        };
-        self.committing.0.store(true, Relaxed);
-        let moved = self.advance(&mut commit, local);
-        self.committing.0.store(false, Relaxed);
-        moved
-    }
-
-    /// Commit transactions in order while they can be: true if any was.
-    fn advance(&self, commit: &mut Commit, local: &mut Local) -> bool {
-        let start = commit.next;
-        while !commit.ended && commit.next < self.count {
-            let index = commit.next;
-            let taken = {
-                let mut slot = lock(&self.slots[index]);
-                match *slot {
-                    Slot::Executing => None, // its thread commits it when done (or another thread)
-                    _ => Some(std::mem::replace(&mut *slot, Slot::Taken)),
-                }
-            };
-            match taken {
-                None => break,
-                Some(Slot::Executed(record)) => {
-                    let (record, dropped) = self.settle(index, record, commit, local);
-                    self.commit_one(commit, record.execution, Some((record.tick, dropped)));
-                }
-                // Nobody started it: executed here, it reads final values at once.
-                Some(Slot::Pending) if commit.window == 0 && !self.probe(commit) => {
-                    let execution = self.execute_in_burst(index, commit, local);
-                    self.commit_one(commit, execution, None);
-                }
-                Some(Slot::Pending) => {
-                    self.publish(commit);
-                    let record = self.execute(index, None, local);
-                    self.commit_one(commit, record.execution, Some((record.tick, Vec::new())));
-                }
-                Some(Slot::Executing | Slot::Taken) => {
-                    self.fail(EngineError::Internal(format!("transaction {index} was committed twice")));
-                    return false;
-                }
-            }
-        }
-        if commit.ended || commit.next == self.count {
-            // Decided: speculation after this point cannot change the results.
-            self.halted.0.store(true, SeqCst);
-        }
-        commit.next > start
-    }
-
-    /// Make a speculative record final: as it is, or executed again (then also the locations its
-    /// speculative write set held and the final one does not).
-    fn settle(&self, index: usize, record: Record, commit: &mut Commit, local: &mut Local) -> (Record, Vec<Loc>) {
-        // Its checks need every write before it in the state. (A burst can precede a speculated
-        // transaction: a thread claimed a chunk, the burst took its first transaction.)
-        self.publish(commit);
-        if untouched(commit, &record) {
-            self.widen(commit);
-            return (record, Vec::new());
-        }
-        local.counters.validations += 1;
-        if self.reads_valid(index, &record.execution) {
-            self.widen(commit);
-            return (record, Vec::new());
-        }
-        local.counters.aborts += 1;
-        commit.window /= 2;
-        let speculative: Vec<Loc> = record.execution.writes().iter().map(|(loc, _)| *loc).collect();
-        let record = self.execute(index, Some(record.execution), local);
-        let kept = record.execution.writes();
-        let dropped = speculative.into_iter().filter(|loc| !kept.iter().any(|(l, _)| l == loc)).collect();
-        (record, dropped)
-    }
-
-    /// A speculated transaction was right: widen the window.
-    fn widen(&self, commit: &mut Commit) {
-        commit.window = (commit.window + 1).min(MAX_WINDOW);
-        commit.probe_after = self.probe_after;
-    }
-
-    /// Count a transaction committed while the window is closed; true when it is time to reopen
-    /// it a little (then it is open).
-    fn probe(&self, commit: &mut Commit) -> bool {
-        commit.closed_for += 1;
-        if commit.closed_for < commit.probe_after {
-            return false;
-        }
-        commit.closed_for = 0;
-        commit.probe_after = commit.probe_after.saturating_mul(2).min(MAX_PROBE_AFTER.max(self.probe_after));
-        commit.window = self.probe_window;
-        true
-    }
-
-    /// Execute `index` as the next transaction of the burst (starting one if none is under way).
-    fn execute_in_burst(&self, index: usize, commit: &mut Commit, local: &mut Local) -> Execution {
-        let burst = commit.burst.get_or_insert_with(|| Burst::new(index));
-        let view = burst.view(&self.state);
-        let outcome = catch(|| (self.exec)(index, &view)).and_then(|result| check_writes(&result.writes).map(|()| result));
-        local.counters.executions += 1;
-        if let Ok(result) = &outcome {
-            burst.apply(&result.writes);
-        }
-        // Committed at once, never validated: no read log.
-        Execution { outcome, log: None }
-    }
-
-    /// Put the burst under way into the multi-version state, as its last transaction's write set.
-    fn publish(&self, commit: &mut Commit) {
-        let Some(burst) = commit.burst.take() else { return };
-        let last = commit.next - 1; // the burst is committed: it ends just before the wave
-        let merged = burst.merged();
-        // The burst's transactions never ran elsewhere: nothing of theirs is in the state yet.
-        self.state.set_writes(last, &merged, &[]);
-        let tick = self.clock.0.fetch_add(1, SeqCst) + 1;
-        let extra = merged.into_iter().map(|(loc, _)| loc).collect();
-        self.remember(commit, Recent { tick, position: None, extra });
-    }
-
-    /// Whether every value `execution` read is still what `index` reads now.
-    fn reads_valid(&self, index: usize, execution: &Execution) -> bool {
-        match (&execution.log, &execution.outcome) {
-            (Some(log), _) => log.iter().all(|(loc, seen)| self.still_reads(index, loc, seen.as_ref())),
-            (None, Ok(result)) => result.reads.iter().all(|(loc, seen)| self.still_reads(index, loc, Some(seen))),
-            (None, Err(_)) => false, // never built: an error keeps its log
-        }
-    }
-
-    /// Whether `index` reads `seen` at `loc` now (None: a failed read).
-    fn still_reads(&self, index: usize, loc: &Loc, seen: Option<&ReadValue>) -> bool {
-        match self.state.read(*loc, index) {
-            Ok(value) => seen == Some(&value),
-            Err(_) => seen.is_none(),
-        }
-    }
-
-    /// Commit the next transaction: `execution` is final. `published`: the tick its write set got
-    /// in the multi-version state and the locations it dropped there (None: in the burst).
-    fn commit_one(&self, commit: &mut Commit, execution: Execution, published: Option<(u64, Vec<Loc>)>) {
-        if let Some((tick, dropped)) = published {
-            let position = Some(commit.executions.len());
-            self.remember(commit, Recent { tick, position, extra: dropped });
-        }
-        commit.next += 1;
-        commit.ended = match &execution.outcome {
-            Ok(result) => !result.valid,
-            Err(_) => true,
-        };
-        commit.executions.push(execution);
-        self.frontier.0.store(commit.next + commit.window, Release);
-    }
-
-    /// Keep a committed write set for the touch check (forgetting the oldest: see `untouched`).
-    fn remember(&self, commit: &mut Commit, recent: Recent) {
-        if commit.recent.len() == RECENT {
-            let oldest = commit.recent.pop_front().expect("full");
-            commit.old_tick = commit.old_tick.max(oldest.tick);
-        }
-        commit.recent.push_back(recent);
-    }
-
     fn fail(&self, error: EngineError) {
         lock(&self.fault).get_or_insert(error);
         self.halted.0.store(true, SeqCst);
@@ -621,77 +416,10 @@ where
 
     /// The committed results, or the error that ended the block.
     fn into_results(self) -> Result<Vec<TxResult>, EngineError> {
-        if let Some(error) = self.fault.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        if let Some(error) = self.fault.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
             return Err(error);
         }
-        let commit = self.commit.into_inner().unwrap_or_else(|e| e.into_inner());
-        if !commit.ended && commit.next < self.count {
-            return Err(EngineError::Internal(format!("the block stopped at transaction {} of {}", commit.next, self.count)));
-        }
-        commit.executions.into_iter().map(|execution| execution.outcome).collect()
-    }
-}
-
-/// Whether no committed write set newer than `record`'s execution touches a location it read: then
-/// it read final values. (Every committed write set with a tick up to `checked_at` was in the
-/// state before the execution read anything, and write sets never change once committed.) False
-/// when that cannot be told cheaply: the caller validates.
-fn untouched(commit: &Commit, record: &Record) -> bool {
-    if record.checked_at < commit.old_tick {
-        return false;
-    }
-    let Some(reads) = ReadLocs::of(&record.execution) else { return false };
-    let mut budget = TOUCH_BUDGET;
-    for recent in commit.recent.iter().filter(|recent| recent.tick > record.checked_at) {
-        let writes = recent.position.map_or(&[][..], |position| commit.executions[position].writes());
-        let touched = writes.iter().map(|(loc, _)| loc).chain(&recent.extra);
-        for loc in touched {
-            budget = match budget.checked_sub(reads.len()) {
-                Some(left) => left,
-                None => return false,
-            };
-            if reads.touched_by(loc) {
-                return false;
-            }
-        }
-    }
-    true
-}
-
-/// The locations an execution read (from its log or its result).
-enum ReadLocs<'e> {
-    Log(&'e ReadLog),
-    Result(&'e [(Loc, ReadValue)]),
-}
-
-impl<'e> ReadLocs<'e> {
-    /// None if the execution has no read set (an error keeps its log: never, in fact).
-    fn of(execution: &'e Execution) -> Option<ReadLocs<'e>> {
-        match (&execution.log, &execution.outcome) {
-            (Some(log), _) => Some(ReadLocs::Log(log)),
-            (None, Ok(result)) => Some(ReadLocs::Result(&result.reads)),
-            (None, Err(_)) => None,
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            ReadLocs::Log(log) => log.len(),
-            ReadLocs::Result(reads) => reads.len(),
-        }
-    }
-
-    /// Whether a write to `written` may change what one of these reads gives (a wipe changes every
-    /// slot of its account).
-    fn touched_by(&self, written: &Loc) -> bool {
-        let hit = |read: &Loc| match (written, read) {
-            (Loc::Wipe(wiped), Loc::Storage(owner, _)) => wiped == owner,
-            _ => written == read,
-        };
-        match self {
-            ReadLocs::Log(log) => log.iter().any(|(loc, _)| hit(loc)),
-            ReadLocs::Result(reads) => reads.iter().any(|(loc, _)| hit(loc)),
-        }
+        self.commit.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).into_results(self.count)
     }
 }
 

@@ -251,9 +251,10 @@ fn parallel(programs: &[Vec<Op>], pre: &PreState, threads: usize) -> (Outcome, O
     }
 }
 
-/// The window settings the checks run under: the default (wide open), and closed from the start
-/// with frequent probes (bursts, their publication, reopening).
-const TUNINGS: [Tuning; 2] = [Tuning { window: 1024, probe_after: 128 }, Tuning { window: 0, probe_after: 3 }];
+/// The window settings the checks run under: the default (wide open), closed from the start, and
+/// closed but reopening after every 32 transactions of a burst (bursts, their publication).
+const TUNINGS: [Tuning; 3] =
+    [Tuning { window: usize::MAX, tolerated: 2 }, Tuning { window: 0, tolerated: 2 }, Tuning { window: 0, tolerated: 32 }];
 
 fn parallel_tuned(programs: &[Vec<Op>], pre: &PreState, threads: usize, tuning: Tuning) -> (Outcome, Option<ParallelStats>) {
     let exec = |index: usize, view: &dyn View| run_program(index, &programs[index], view);
@@ -515,6 +516,8 @@ fn with_stack_runs_deep_recursion() {
     }
     assert_eq!(with_stack(|| depth(100_000)), 100_000);
     assert_eq!(with_stack(|| with_stack(|| 7)), 7, "nested: runs in place");
+    let panicked = std::panic::catch_unwind(|| with_stack(|| panic!("inside")));
+    assert!(panicked.is_err(), "a panic resumes on the caller");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -777,29 +780,41 @@ fn parallel_stats_count_reexecutions() {
 // Micro-benchmark: `cargo test --release -- --ignored --nocapture bench`
 
 /// Time `run(threads)` (0: sequential) for each thread count, rounds interleaved so that a burst of
-/// load from elsewhere hits all alike; the best time of each, and the last stats.
-fn bench_runs(rounds: usize, mut run: impl FnMut(usize) -> Option<ParallelStats>) -> Vec<(usize, Duration, Option<ParallelStats>)> {
-    let mut best: Vec<(usize, Duration, Option<ParallelStats>)> = [0, 2, 4].iter().map(|&t| (t, Duration::MAX, None)).collect();
+/// load from elsewhere hits all alike: per thread count, the best and the median time, and the
+/// last stats.
+fn bench_runs(rounds: usize, mut run: impl FnMut(usize) -> Option<ParallelStats>) -> Vec<(usize, Duration, Duration, Option<ParallelStats>)> {
+    let counts = [0, 2, 4];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); counts.len()];
+    let mut stats = vec![None; counts.len()];
     for _ in 0..rounds {
-        for entry in &mut best {
+        for (i, &threads) in counts.iter().enumerate() {
             let start = Instant::now();
-            let stats = run(entry.0);
-            entry.1 = entry.1.min(start.elapsed());
-            entry.2 = stats;
+            stats[i] = run(threads);
+            times[i].push(start.elapsed());
         }
     }
-    best
+    counts
+        .iter()
+        .zip(times)
+        .zip(stats)
+        .map(|((&threads, mut times), stats)| {
+            times.sort();
+            (threads, times[0], times[times.len() / 2], stats)
+        })
+        .collect()
 }
 
-fn report(name: &str, n: usize, runs: &[(usize, Duration, Option<ParallelStats>)]) {
-    let sequential = runs[0].1.as_secs_f64();
-    println!("{name}: sequential {:.2} µs/tx", sequential * 1e6 / n as f64);
-    for (threads, time, stats) in &runs[1..] {
+fn report(name: &str, n: usize, runs: &[(usize, Duration, Duration, Option<ParallelStats>)]) {
+    let per_tx = |time: &Duration| time.as_secs_f64() * 1e6 / n as f64;
+    let (_, seq_best, seq_median, _) = &runs[0];
+    println!("{name}: sequential {:.2} µs/tx (median {:.2})", per_tx(seq_best), per_tx(seq_median));
+    for (threads, best, median, stats) in &runs[1..] {
         let stats = stats.as_ref().expect("parallel runs give stats");
         println!(
-            "{name}: {threads} threads {:.2} µs/tx, {:.2}x sequential; executions {} validations {} aborts {}",
-            time.as_secs_f64() * 1e6 / n as f64,
-            sequential / time.as_secs_f64(),
+            "{name}: {threads} threads {:.2} µs/tx, {:.2}x sequential (median {:.2}x); executions {} validations {} aborts {}",
+            per_tx(best),
+            seq_best.as_secs_f64() / best.as_secs_f64(),
+            seq_median.as_secs_f64() / median.as_secs_f64(),
             stats.executions,
             stats.validations,
             stats.aborts,
@@ -809,7 +824,7 @@ fn report(name: &str, n: usize, runs: &[(usize, Duration, Option<ParallelStats>)
 
 fn bench_block(name: &str, programs: &[Vec<Op>], pre: &PreState) {
     let expected = sequential(programs, pre);
-    let runs = bench_runs(10, |threads| {
+    let runs = bench_runs(20, |threads| {
         if threads == 0 {
             with_stack(|| sequential(programs, pre)).unwrap();
             return None;
@@ -840,43 +855,6 @@ fn bench_parallel_overhead() {
             (0..n).map(|_| vec![Op::ReadSlot(7, 0), Op::Spin(Duration::from_micros(micros)), Op::SetSlot(7, 0), Op::Credit(BENEFICIARY, 1)]).collect();
         bench_block(&format!("chain of {micros} µs"), &chain, &pre);
     }
-}
-
-#[test]
-#[ignore]
-fn profile_tmp() {
-    let n = 5_000;
-    let pre = transfers_pre(n);
-    let mut programs = transfers(n);
-    if std::env::var("NOBEN").is_ok() {
-        for program in &mut programs {
-            program.pop();
-        }
-    }
-    let threads: usize = std::env::var("T").map(|t| t.parse().unwrap()).unwrap_or(1);
-    let start = Instant::now();
-    if std::env::var("NATIVE").is_ok() {
-        let block = if std::env::var("CHAIN").is_ok() { native_chain(n) } else { native_transfers(n) };
-        let start = Instant::now();
-        for _ in 0..200 {
-            if threads == 0 {
-                execute_sequential(&block).unwrap();
-            } else {
-                execute_parallel(&block, threads).unwrap();
-            }
-        }
-        println!("native {:.2} µs/tx", start.elapsed().as_secs_f64() * 1e6 / (200.0 * n as f64));
-        return;
-    }
-    for _ in 0..200 {
-        if threads == 0 {
-            with_stack(|| sequential(&programs, &pre)).unwrap();
-        } else {
-            let (outcome, _) = parallel(&programs, &pre, threads);
-            outcome.unwrap();
-        }
-    }
-    println!("{:.2} µs/tx", start.elapsed().as_secs_f64() * 1e6 / (200.0 * n as f64));
 }
 
 /// A block of `n` legacy ETH transfers (distinct senders and recipients) for the real executor.
@@ -950,7 +928,7 @@ fn bench_native(name: &str, block: &crate::types::NativeBlock) {
     let expected = normalized(execute_sequential(block).unwrap());
     assert_eq!(expected.len(), 5_000);
     assert!(expected.iter().all(|r| r.valid && r.success), "{:?}", expected.iter().find(|r| !r.valid));
-    let runs = bench_runs(10, |threads| {
+    let runs = bench_runs(20, |threads| {
         if threads == 0 {
             execute_sequential(block).unwrap();
             return None;
@@ -962,21 +940,3 @@ fn bench_native(name: &str, block: &crate::types::NativeBlock) {
     report(name, 5_000, &runs);
 }
 
-#[test]
-#[ignore]
-fn bench_tmp_chain_tunings() {
-    let block = native_chain(5_000);
-    let tunings = [Tuning { window: 1024, probe_after: 128 }, Tuning { window: 0, probe_after: usize::MAX }, Tuning { window: 0, probe_after: 128 }];
-    let mut best = [Duration::MAX; 4];
-    for _ in 0..15 {
-        let start = Instant::now();
-        execute_sequential(&block).unwrap();
-        best[0] = best[0].min(start.elapsed());
-        for (i, tuning) in tunings.iter().enumerate() {
-            let start = Instant::now();
-            execute_tuned(block.txs.len(), &block.pre, 2, |index, view| crate::evm::execute_tx(&block, index, view), *tuning).unwrap();
-            best[i + 1] = best[i + 1].min(start.elapsed());
-        }
-    }
-    println!("sequential {:?}; default {:?}; closed, no probes {:?}; closed, probes {:?}", best[0], best[1], best[2], best[3]);
-}

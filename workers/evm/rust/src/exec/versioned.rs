@@ -2,7 +2,7 @@
 //! `workers/evm/state.py`, with locks.
 
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::hash::{FastHasher, FastMap, FastSet};
@@ -88,7 +88,40 @@ type ShardMap = FastMap<Key, Versions>;
 /// A shard of the location map, on its own cache lines (no false sharing between shards).
 #[repr(align(128))]
 #[derive(Default)]
-struct Shard(RwLock<ShardMap>);
+struct Shard {
+    map: RwLock<ShardMap>,
+    /// A Bloom filter (one bit per key) of every key ever written to the shard, read without the
+    /// lock: most reads are of locations nobody in the block writes, and skip the lock and the
+    /// table. Bits are set under the write lock, before the write set's clock tick, so a read the
+    /// clock vouches for sees them (other reads are validated anyway); they are never cleared.
+    filter: [AtomicU64; FILTER_WORDS],
+}
+
+/// The filter's size in 64-bit words (512 bits: a few dozen keys a shard stay mostly distinct).
+const FILTER_WORDS: usize = 8;
+
+impl Shard {
+    /// The filter word and bit of `key` (hash bits other than those that picked the shard).
+    fn filter_bit(key: &Key) -> (usize, u64) {
+        let bit = (key.hash >> 8) as usize % (FILTER_WORDS * 64);
+        (bit / 64, 1 << (bit % 64))
+    }
+
+    /// False if no transaction ever wrote `key` here.
+    fn may_hold(&self, key: &Key) -> bool {
+        let (word, bit) = Shard::filter_bit(key);
+        self.filter[word].load(Ordering::Acquire) & bit != 0
+    }
+
+    /// Note that `key` is written (the caller holds the write lock: no other writer races).
+    fn mark(&self, key: &Key) {
+        let (word, bit) = Shard::filter_bit(key);
+        let current = self.filter[word].load(Ordering::Relaxed);
+        if current & bit == 0 {
+            self.filter[word].store(current | bit, Ordering::Release);
+        }
+    }
+}
 
 /// Pre-state plus each transaction's latest write set, by block position, safe to share between
 /// threads. What transaction `i` reads is what it sees if every transaction before it ran with its
@@ -112,7 +145,10 @@ impl<'a> VersionedState<'a> {
     /// block may write, roughly (the shards are sized for them: no rehashing on the way).
     pub fn new(pre: &'a (dyn View + Sync), locations: usize) -> VersionedState<'a> {
         let per_shard = (locations / SHARDS).min(1 << 16);
-        let shard = || Shard(RwLock::new(ShardMap::with_capacity_and_hasher(per_shard, Default::default())));
+        let shard = || Shard {
+            map: RwLock::new(ShardMap::with_capacity_and_hasher(per_shard, Default::default())),
+            filter: Default::default(),
+        };
         VersionedState { pre, shards: (0..SHARDS).map(|_| shard()).collect(), any_wipe: AtomicBool::new(false) }
     }
 
@@ -126,11 +162,12 @@ impl<'a> VersionedState<'a> {
         // New entries first, stale ones after: a reader never sees the location unwritten between.
         for (loc, value) in writes {
             let key = Key::new(*loc);
-            let mut shard = self.write_shard(&key);
-            match shard.get_mut(&key) {
+            let mut map = self.write_shard(&key);
+            match map.get_mut(&key) {
                 Some(versions) => versions.insert(index, value.clone()),
                 None => {
-                    shard.insert(key, Versions::One((index, value.clone())));
+                    self.shard(&key).mark(&key);
+                    map.insert(key, Versions::One((index, value.clone())));
                 }
             }
         }
@@ -146,6 +183,9 @@ impl<'a> VersionedState<'a> {
     /// The account as transaction `index` sees it: the latest absolute write plus the credits after.
     pub fn account(&self, address: Address, index: usize) -> Result<AccountTriple, EngineError> {
         let key = Key::new(Loc::Account(address));
+        if !self.shard(&key).may_hold(&key) {
+            return self.pre.account(address);
+        }
         let (base, credit) = {
             let shard = self.read_shard(&key);
             let Some(versions) = shard.get(&key) else { return self.pre.account(address) };
@@ -214,22 +254,25 @@ impl<'a> VersionedState<'a> {
     /// The latest write at `loc` of a transaction before `index` (cloned: the lock is released).
     fn last_before(&self, loc: &Loc, index: usize) -> Option<(usize, WriteValue)> {
         let key = Key::new(*loc);
+        if !self.shard(&key).may_hold(&key) {
+            return None;
+        }
         let shard = self.read_shard(&key);
         let (writer, value) = shard.get(&key)?.before(index).next()?;
         Some((writer, value.clone()))
     }
 
-    fn shard(&self, key: &Key) -> &RwLock<ShardMap> {
+    fn shard(&self, key: &Key) -> &Shard {
         // The top bits: the shard's map mixes the hash again before it picks buckets and tags.
-        &self.shards[(key.hash >> 56) as usize % SHARDS].0
+        &self.shards[(key.hash >> 56) as usize % SHARDS]
     }
 
     fn read_shard(&self, key: &Key) -> RwLockReadGuard<'_, ShardMap> {
-        self.shard(key).read().unwrap_or_else(|e| e.into_inner())
+        self.shard(key).map.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write_shard(&self, key: &Key) -> RwLockWriteGuard<'_, ShardMap> {
-        self.shard(key).write().unwrap_or_else(|e| e.into_inner())
+        self.shard(key).map.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -1,12 +1,13 @@
 //! A burst: transactions the commit wave executes one after another, without speculation, against
 //! a private overlay on the multi-version state (see `parallel.rs`). Nobody else reads the burst's
 //! writes until it is published as one merged write set, so a serial chain pays sequential
-//! execution's costs, not the shared state's.
+//! execution's costs, not the shared state's. The burst also tells when speculation would work
+//! again: when its transactions stop reading what the few just before them wrote.
 
 use std::sync::Arc;
 
-use super::hash::{FastMap, FastSet};
-use super::versioned::VersionedState;
+use crate::exec::hash::{FastMap, FastSet};
+use crate::exec::versioned::VersionedState;
 use crate::types::{AccountTriple, Address, Code, EngineError, Loc, View, WriteValue, U256};
 
 /// A balance the burst changed: set, or only credited (then the base balance was never needed).
@@ -22,12 +23,22 @@ enum Balance {
 #[derive(Debug)]
 pub(super) struct Burst {
     /// The first transaction of the burst: everything before it is in the multi-version state.
-    pub(super) start: usize,
+    start: usize,
     accounts: FastMap<Address, Balance>,
     codes: FastMap<Address, Arc<Code>>,
     storage: FastMap<Address, FastMap<U256, U256>>,
     wiped: FastSet<Address>,
+    /// The last transaction that wrote each location (a wipe as `Loc::Wipe`).
+    writers: FastMap<Loc, usize>,
+    /// One bit per transaction of the burst, the latest lowest: set if it read what one of the
+    /// few transactions before it wrote (see `record_dependency`).
+    dependent: u64,
+    /// Transactions in the burst.
+    length: usize,
 }
+
+/// How many of the last burst transactions `independent` looks at.
+const HISTORY: u32 = 32;
 
 impl Burst {
     pub(super) fn new(start: usize) -> Burst {
@@ -37,7 +48,32 @@ impl Burst {
             codes: FastMap::default(),
             storage: FastMap::default(),
             wiped: FastSet::default(),
+            writers: FastMap::default(),
+            dependent: 0,
+            length: 0,
         }
+    }
+
+    /// Note whether transaction `index` (the burst's next) read, at `reads`, a location that one
+    /// of the `distance` transactions before it wrote in the burst: run in parallel with them, it
+    /// would have read a stale value. None: no read set (the transaction failed).
+    pub(super) fn record_dependency<'r>(&mut self, index: usize, reads: Option<impl Iterator<Item = &'r Loc>>, distance: usize) {
+        let near = |loc: &Loc| self.writers.get(loc).is_some_and(|writer| writer + distance >= index);
+        let dependent = match reads {
+            None => true,
+            Some(mut reads) => reads.any(|loc| match loc {
+                Loc::Storage(address, _) => near(loc) || near(&Loc::Wipe(*address)),
+                _ => near(loc),
+            }),
+        };
+        self.dependent = self.dependent << 1 | u64::from(dependent);
+        self.length += 1;
+    }
+
+    /// Whether speculation would mostly have worked on the burst's last transactions: at most
+    /// `tolerated` of the last 32 depended on their close predecessors.
+    pub(super) fn independent(&self, tolerated: u32) -> bool {
+        self.length >= HISTORY as usize && (self.dependent & ((1 << HISTORY) - 1)).count_ones() <= tolerated
     }
 
     /// The view of the next transaction of the burst.
@@ -45,8 +81,11 @@ impl Burst {
         BurstView { burst: self, state }
     }
 
-    /// Apply one transaction's write set (values already checked against their locations).
-    pub(super) fn apply(&mut self, writes: &[(Loc, WriteValue)]) {
+    /// Apply transaction `index`'s write set (values already checked against their locations).
+    pub(super) fn apply(&mut self, index: usize, writes: &[(Loc, WriteValue)]) {
+        for (loc, _) in writes {
+            self.writers.insert(*loc, index);
+        }
         for (loc, _) in writes {
             if let Loc::Wipe(address) = loc {
                 self.wiped.insert(*address);
