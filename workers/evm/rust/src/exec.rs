@@ -23,7 +23,7 @@
 //! **Stacks.** The EVM executor recurses once per call depth (up to 1024 frames): every thread
 //! that executes transactions has a [`STACK_SIZE`] stack ([`with_stack`] runs a closure on one).
 
-pub(crate) mod hash;
+pub mod hash;
 mod parallel;
 mod sequential;
 mod versioned;

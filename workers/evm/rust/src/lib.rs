@@ -11,3 +11,6 @@ pub mod types;
 mod python;
 
 pub use types::*;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -265,7 +265,7 @@ fn account_of(obj: &Bound<'_, PyAny>, index: usize, codes: &CodeCache) -> PyResu
     let address = address_of(&f[0], &|| format!("accounts[{index}].address"))?;
     let at = |name: &str| format!("accounts[0x{}].{name}", hex(address.as_slice()));
     let storage_dict = dict_of(&f[5], &|| at("storage"))?;
-    let mut storage = HashMap::with_capacity(storage_dict.len());
+    let mut storage = FastMap::with_capacity_and_hasher(storage_dict.len(), Default::default());
     for (slot, value) in storage_dict.iter() {
         let slot_value = u256_of(&slot, &|| at("storage key"))?;
         let value = u256_of(&value, &|| format!("{}[{slot}]", at("storage")))?;
@@ -782,7 +782,7 @@ impl PyNativeBlock {
 /// The parallel executor's statistics (`exec::ParallelStats`, field for field).
 fn stats_into(info: &Bound<'_, PyDict>, stats: &exec::ParallelStats) -> PyResult<()> {
     info.set_item("executions", stats.executions)?;
-    info.set_item("rounds", 1)?; // Block-STM has no rounds: one pass of the scheduler
+    info.set_item("rounds", 1)?; // one pass: speculation and the commit wave run together, without rounds
     info.set_item("threads", stats.threads)?;
     info.set_item("validations", stats.validations)?;
     info.set_item("aborts", stats.aborts)?;

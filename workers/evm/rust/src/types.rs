@@ -3,6 +3,8 @@
 //! `workers/evm/engine.py`: read what their docstrings say about read and write sets first.
 
 use std::collections::HashMap;
+
+pub use crate::exec::hash::FastMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
@@ -223,13 +225,13 @@ pub struct PreAccount {
     pub nonce: u64,
     pub exists: bool,
     pub code: Arc<Code>,
-    pub storage: HashMap<U256, U256>,
+    pub storage: FastMap<U256, U256>,
 }
 
 /// The block's pre-state, loaded once: every account and slot the block touches; absent = empty.
 #[derive(Clone, Debug, Default)]
 pub struct PreState {
-    pub accounts: HashMap<Address, PreAccount>,
+    pub accounts: FastMap<Address, PreAccount>,
 }
 
 impl View for PreState {

@@ -392,7 +392,7 @@ mod tests {
 
     fn pre() -> PreState {
         let mut state = PreState::default();
-        let mut storage = StdMap::new();
+        let mut storage = crate::types::FastMap::default();
         storage.insert(U256::from(1), U256::from(10));
         state.accounts.insert(
             addr(1),

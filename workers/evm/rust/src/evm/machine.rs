@@ -272,8 +272,8 @@ impl<'a> Machine<'a> {
     fn apply_computation(&mut self, msg: &Message) -> Result<Outcome, EngineError> {
         let parent = self.current;
         let node = self.new_node(if msg.is_create() { None } else { msg.to });
-        if !self.nodes.is_empty() && node != 0 {
-            self.nodes[parent].children.push(node);
+        if node != 0 {
+            self.nodes[parent].children.push(node); // node 0 is the transaction's own message
         }
         self.current = node;
         let result = self.run_computation(msg, node);

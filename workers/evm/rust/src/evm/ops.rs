@@ -127,14 +127,20 @@ macro_rules! state {
 
 // Account reads ------------------------------------------------------------------------------------
 
-fn balance(mut ctx: Ctx) -> R {
-    let berlin = ctx.host.spec.is_enabled_in(SpecId::BERLIN);
-    charge(ctx.interpreter, base(&ctx, 20, 400, 700))?;
+/// The common start of BALANCE, EXTCODESIZE and EXTCODEHASH: the fork's base cost (frontier,
+/// tangerine, istanbul), the address operand, and from Berlin on its access cost.
+fn account_operand(ctx: &mut Ctx, frontier: u64, tangerine: u64, istanbul: u64) -> Result<Address, InstructionResult> {
+    charge(ctx.interpreter, base(ctx, frontier, tangerine, istanbul))?;
     let [address] = pop(ctx.interpreter)?;
     let address = to_address(address);
-    if berlin {
-        access_account(&mut ctx, address)?;
+    if ctx.host.spec.is_enabled_in(SpecId::BERLIN) {
+        access_account(ctx, address)?;
     }
+    Ok(address)
+}
+
+fn balance(mut ctx: Ctx) -> R {
+    let address = account_operand(&mut ctx, 20, 400, 700)?;
     let value = state!(ctx, ctx.host.state.get_balance(address));
     push(ctx.interpreter, value)
 }
@@ -148,13 +154,7 @@ fn selfbalance(ctx: Ctx) -> R {
 }
 
 fn extcodesize(mut ctx: Ctx) -> R {
-    let berlin = ctx.host.spec.is_enabled_in(SpecId::BERLIN);
-    charge(ctx.interpreter, base(&ctx, 20, 700, 700))?;
-    let [address] = pop(ctx.interpreter)?;
-    let address = to_address(address);
-    if berlin {
-        access_account(&mut ctx, address)?;
-    }
+    let address = account_operand(&mut ctx, 20, 700, 700)?;
     let code = state!(ctx, ctx.host.state.get_code(address));
     push(ctx.interpreter, U256::from(code.bytes.len()))
 }
@@ -179,13 +179,7 @@ fn extcodecopy(mut ctx: Ctx) -> R {
 
 fn extcodehash(mut ctx: Ctx) -> R {
     require(&ctx, SpecId::PETERSBURG)?;
-    let berlin = ctx.host.spec.is_enabled_in(SpecId::BERLIN);
-    charge(ctx.interpreter, base(&ctx, 400, 400, 700))?;
-    let [address] = pop(ctx.interpreter)?;
-    let address = to_address(address);
-    if berlin {
-        access_account(&mut ctx, address)?;
-    }
+    let address = account_operand(&mut ctx, 400, 400, 700)?;
     let hash = if state!(ctx, ctx.host.state.account_is_empty(address)) {
         U256::ZERO
     } else {
