@@ -50,13 +50,33 @@ def upload(stack: Stack, content: bytes, name: str) -> int:
     return artifact_id
 
 
-def evm_job(blocks: list[int], workers: int) -> dict[str, Any]:
-    return {"kind": "evm_block", "spec": {"blocks": blocks, "workers": workers}, "requirements": {"gpus": 1}}
+def evm_job(blocks: list[int], workers: int, engine: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"blocks": blocks, "workers": workers}
+    if engine:
+        spec["engine"] = engine
+    return {"kind": "evm_block", "spec": spec, "requirements": {"gpus": 1}}
+
+
+def test_two_mainnet_blocks_run_natively_by_default_on_native_threads_and_verify(
+        stack: Stack, bundles: dict[int, bytes]) -> None:
+    ids = [upload(stack, bundles[number], f"{number}.json.gz") for number in SMALL_BLOCKS]
+    job = stack.submit(evm_job(ids, workers=2))
+
+    done = stack.wait_state(job["id"], {"succeeded"}, timeout_s=60)
+
+    assert done["spec"]["engine"] == "native" and done["progress"] == 1.0
+    result = stack.get(f"jobs/{job['id']}/result/")["result"]
+    assert [(b["number"], b["gas_used"], b["verified"]) for b in result["blocks"]] == [
+        (number, header_gas_used(bundles[number]), True) for number in SMALL_BLOCKS]
+    assert result["engine"] == "native" and 1 <= result["workers"] <= 2 and result["workers_requested"] == 2
+    logs = [event["reason"] for event in stack.events(job["id"]) if event["type"] == "log"]
+    assert any("engine native" in line for line in logs), logs
+    assert not any("workers ready on this node" in line for line in logs)  # no Ray shards: threads in the run
 
 
 def test_two_mainnet_blocks_run_on_the_nodes_shards_and_verify(stack: Stack, bundles: dict[int, bytes]) -> None:
     ids = [upload(stack, bundles[number], f"{number}.json.gz") for number in SMALL_BLOCKS]
-    job = stack.submit(evm_job(ids, workers=2))
+    job = stack.submit(evm_job(ids, workers=2, engine="reference"))
 
     done = stack.wait_state(job["id"], {"succeeded"}, timeout_s=60)
 
@@ -95,7 +115,7 @@ def test_a_block_whose_header_was_tampered_with_fails_the_job_naming_the_mismatc
 def test_more_workers_than_the_node_has_cpus_are_capped_to_what_it_can_hold(
         stack: Stack, bundles: dict[int, bytes]) -> None:
     block = upload(stack, bundles[19923400], "19923400.json.gz")
-    job = stack.submit(evm_job([block], workers=64))
+    job = stack.submit(evm_job([block], workers=64, engine="reference"))
 
     stack.wait_state(job["id"], {"succeeded"}, timeout_s=60)
 
