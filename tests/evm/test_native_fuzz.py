@@ -35,7 +35,8 @@ Deterministic (``derandomize``, no example database) and bounded (about a minute
 ``EVM_FUZZ_EXAMPLES`` (default 150) sets the blocks per fork; ``EVM_FUZZ_SHRINK=1`` lets
 Hypothesis shrink a failure (slow). The named regression tests at the end are the mismatches the
 fuzzer found, minimised (all fixed: a typed transaction with a high-s signature, a creation
-transaction with init code over EIP-3860's limit, an EIP-1559 transaction below its intrinsic gas).
+transaction with init code over EIP-3860's limit, an EIP-1559 transaction below its intrinsic gas,
+and MODEXP of an empty base with a zero exponent, where py-evm itself was wrong).
 """
 from __future__ import annotations
 
@@ -511,17 +512,22 @@ def test_the_world_is_what_the_generator_expects() -> None:
     assert comparison.success[:4] == [False, True, True, False]
 
 
-@pytest.mark.parametrize("fork", fb.FUZZED_FORKS)
-def test_native_matches_reference_on_random_blocks(fork: str) -> None:
+def check_engines_agree_on(strategy: st.SearchStrategy[BlockSpec], examples: int) -> None:
+    """Both engines agree on every block the strategy draws (deterministically, ``examples`` of them)."""
     require_native()
 
-    @settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None, phases=PHASES,
+    @settings(max_examples=examples, derandomize=True, database=None, deadline=None, phases=PHASES,
               suppress_health_check=list(HealthCheck), print_blob=False)
-    @given(blocks(fork))
+    @given(strategy)
     def check(spec: BlockSpec) -> None:
         assert_engines_agree(spec)
 
     check()
+
+
+@pytest.mark.parametrize("fork", fb.FUZZED_FORKS)
+def test_native_matches_reference_on_random_blocks(fork: str) -> None:
+    check_engines_agree_on(blocks(fork), EXAMPLES)
 
 
 @st.composite
@@ -551,15 +557,7 @@ def long_blocks(draw, fork: str) -> BlockSpec:
 def test_native_runs_long_blocks_like_the_reference(fork: str) -> None:
     """The whole-block runs (1, 2 and 8 threads) on long blocks must still give the reference
     sequence, transaction for transaction."""
-    require_native()
-
-    @settings(max_examples=LONG_EXAMPLES, derandomize=True, database=None, deadline=None, phases=PHASES,
-              suppress_health_check=list(HealthCheck), print_blob=False)
-    @given(long_blocks(fork))
-    def check(spec: BlockSpec) -> None:
-        assert_engines_agree(spec)
-
-    check()
+    check_engines_agree_on(long_blocks(fork), LONG_EXAMPLES)
 
 
 # Corners the random blocks cannot reach ---------------------------------------------------------------
@@ -673,3 +671,24 @@ def test_regression_creation_transaction_with_too_long_init_code_is_invalid(fork
     if problems:
         message = "a creation transaction with 49,153 bytes of init code must be invalid:"
         pytest.fail("\n".join([message, *problems]), pytrace=False)
+
+
+# MODEXP of an empty base, an empty exponent and the 31-byte modulus 0xd356 00..00 (with 3,000 gas),
+# its 31-byte output written at 0x800, then the word at 0x800 stored in slot 0x30 and the call's
+# success in slot 0x10.
+ZERO_BASE_MODEXP = bytes.fromhex(
+    "7f" + "00" * 32 + "61040052" + "7f" + "00" * 32 + "61042052" + "7f" + "00" * 31 + "1f" + "61044052"
+    + "7f" + "d356" + "00" * 30 + "61046052"
+    + "6040610800606261040060007300000000000000000000000000000000000000056108" + "b8f1" + "601055"
+    + "610800516030" + "55" + "00")
+
+
+@pytest.mark.parametrize("fork", ["byzantium", "berlin", "cancun"])
+def test_regression_modexp_of_an_empty_base_and_a_zero_exponent_is_one(fork: str) -> None:
+    """0 ** 0 mod m is 1 in EIP-198's clients (geth, revm): the output is 1 in 31 bytes, so the word
+    stored is 0x100. py-evm returned 0 for any empty base; the reference engine now gives 1 too."""
+    spec = BlockSpec(fork, contracts=(ContractSpec(CONTRACTS[0], ZERO_BASE_MODEXP),), txs=(TxSpec(0, CONTRACTS[0], gas=200_000),))
+    assert_engines_agree(spec)
+    block = fb.build_block(spec)
+    result = ReferenceEngine(block).execute(0, SequentialState(block.pre_state))
+    assert (result.writes[(2, CONTRACTS[0], 0x10)], result.writes[(2, CONTRACTS[0], 0x30)]) == (1, 0x100)

@@ -235,12 +235,17 @@ def _bench_block(name: str, block: Block, engine_name: str, pool: Any, repeat: i
     }
 
 
-def _print_table(rows: list[dict[str, Any]], workers: int, repeat: int) -> None:
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in BENCH_COLUMNS}
-    print(" | ".join(c.rjust(widths[c]) for c in BENCH_COLUMNS))
-    print("-+-".join("-" * widths[c] for c in BENCH_COLUMNS))
+def _print_rows(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    """The rows as a right-aligned text table under a header."""
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in columns}
+    print(" | ".join(c.rjust(widths[c]) for c in columns))
+    print("-+-".join("-" * widths[c] for c in columns))
     for row in rows:
-        print(" | ".join(str(row[c]).rjust(widths[c]) for c in BENCH_COLUMNS))
+        print(" | ".join(str(row[c]).rjust(widths[c]) for c in columns))
+
+
+def _print_table(rows: list[dict[str, Any]], workers: int, repeat: int) -> None:
+    _print_rows(rows, BENCH_COLUMNS)
     mainnet = [r for r in rows if ":" not in r["block"]]
     if mainnet:
         gas = sum(r["Mgas"] for r in mainnet)
@@ -331,11 +336,7 @@ def _bench_native_block(name: str, block: Block, threads: int, repeat: int, *, r
 
 
 def _print_native_table(rows: list[dict[str, Any]], threads: int, repeat: int) -> None:
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in NATIVE_COLUMNS}
-    print(" | ".join(c.rjust(widths[c]) for c in NATIVE_COLUMNS))
-    print("-+-".join("-" * widths[c] for c in NATIVE_COLUMNS))
-    for row in rows:
-        print(" | ".join(str(row[c]).rjust(widths[c]) for c in NATIVE_COLUMNS))
+    _print_rows(rows, NATIVE_COLUMNS)
     mainnet = [r for r in rows if ":" not in r["block"] and r["txs"]]  # (an empty block has no ratio)
     if mainnet:
         gas = sum(r["Mgas"] for r in mainnet)

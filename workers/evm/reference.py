@@ -338,10 +338,48 @@ _STATE_CLASSES: dict[type, type] = {}
 
 
 def _tracked_state_class(base: type) -> type:
-    """The fork's py-evm state class, over a `TrackedAccountDB` and with deferred credits."""
+    """The fork's py-evm state class, over a `TrackedAccountDB`, with deferred credits and the
+    consensus MODEXP (see `_consensus_computation_class`)."""
     if base not in _STATE_CLASSES:
-        _STATE_CLASSES[base] = type(f"Tracked{base.__name__}", (_TrackedStateMixin, base), {})
+        computation = _consensus_computation_class(base.computation_class)
+        _STATE_CLASSES[base] = type(f"Tracked{base.__name__}", (_TrackedStateMixin, base), {"computation_class": computation})
     return _STATE_CLASSES[base]
+
+
+MODEXP_ADDRESS = b"\x00" * 19 + b"\x05"
+
+
+def _consensus_computation_class(base: Any) -> Any:
+    """The fork's computation class with MODEXP (from Byzantium) giving what every client gives.
+
+    py-evm answers 0 for any empty base, but EIP-198's clients compute 0 ** 0 = 1: an empty base
+    with a zero exponent and a modulus above 1 returns 1 (found by the differential fuzz test
+    against revm, which follows geth).
+    """
+    precompiles = base.get_precompiles()
+    if MODEXP_ADDRESS not in precompiles:
+        return base
+    fixed = {**precompiles, MODEXP_ADDRESS: _zero_base_modexp(precompiles[MODEXP_ADDRESS])}
+    return type(f"Consensus{base.__name__}", (base,), {"_precompiles": fixed})
+
+
+def _zero_base_modexp(original: Any) -> Any:
+    def modexp(computation: Any) -> Any:
+        from eth.precompiles.modexp import extract_lengths
+
+        computation = original(computation)  # charges the gas (or raises OutOfGas) and sets the output
+        data = computation.msg.data_as_bytes
+        base_length, exponent_length, modulus_length = extract_lengths(data)
+        if base_length or not modulus_length or any(data[96 : 96 + exponent_length]):
+            return computation
+        # The gas was paid, so the modulus is small enough to read.
+        modulus_bytes = data[96 + exponent_length : 96 + exponent_length + modulus_length]
+        modulus = int.from_bytes(modulus_bytes.ljust(modulus_length, b"\x00"), "big")
+        if modulus > 1:
+            computation.output = (1).to_bytes(modulus_length, "big")
+        return computation
+
+    return modexp
 
 
 class _TrackedStateMixin:

@@ -85,20 +85,22 @@ fn value_error(field: &str, message: &str) -> PyErr {
     PyValueError::new_err(format!("{field}: {message}"))
 }
 
-fn u256_of(obj: &Bound<'_, PyAny>, field: &dyn Fn() -> String) -> PyResult<U256> {
-    if let Ok(small) = obj.extract::<u128>() {
-        return Ok(U256::from(small));
-    }
+/// An int that did not fit the fast path: a `TypeError` if it is no int, a `ValueError` if negative.
+fn check_non_negative_int(obj: &Bound<'_, PyAny>, field: &dyn Fn() -> String) -> PyResult<()> {
     if !obj.is_instance_of::<PyInt>() {
-        return Err(PyTypeError::new_err(format!(
-            "{}: must be an int, not {}",
-            field(),
-            type_name(obj)
-        )));
+        return Err(PyTypeError::new_err(format!("{}: must be an int, not {}", field(), type_name(obj))));
     }
     if obj.lt(0)? {
         return Err(value_error(&field(), "must not be negative"));
     }
+    Ok(())
+}
+
+fn u256_of(obj: &Bound<'_, PyAny>, field: &dyn Fn() -> String) -> PyResult<U256> {
+    if let Ok(small) = obj.extract::<u128>() {
+        return Ok(U256::from(small));
+    }
+    check_non_negative_int(obj, field)?;
     let py = obj.py();
     let bytes = obj
         .call_method1(intern!(py, "to_bytes"), (32, intern!(py, "big")))
@@ -111,16 +113,7 @@ fn u64_of(obj: &Bound<'_, PyAny>, field: &dyn Fn() -> String) -> PyResult<u64> {
     if let Ok(value) = obj.extract::<u64>() {
         return Ok(value);
     }
-    if !obj.is_instance_of::<PyInt>() {
-        return Err(PyTypeError::new_err(format!(
-            "{}: must be an int, not {}",
-            field(),
-            type_name(obj)
-        )));
-    }
-    if obj.lt(0)? {
-        return Err(value_error(&field(), "must not be negative"));
-    }
+    check_non_negative_int(obj, field)?;
     Err(value_error(&field(), "over 2**64-1"))
 }
 
