@@ -341,7 +341,8 @@ def _tracked_state_class(base: type) -> type:
     """The fork's py-evm state class, over a `TrackedAccountDB`, with deferred credits and the
     consensus MODEXP (see `_consensus_computation_class`)."""
     if base not in _STATE_CLASSES:
-        computation = _consensus_computation_class(base.computation_class)
+        fork_state: Any = base  # a py-evm state class (typed as a plain type here)
+        computation = _consensus_computation_class(fork_state.computation_class)
         _STATE_CLASSES[base] = type(f"Tracked{base.__name__}", (_TrackedStateMixin, base), {"computation_class": computation})
     return _STATE_CLASSES[base]
 
